@@ -21,3 +21,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The ``tiny`` registry model (random weights), in eval mode. Do not mutate it."""
+    import radalign
+
+    model = radalign.load("tiny")
+    model.eval()
+    return model

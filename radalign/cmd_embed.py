@@ -1,0 +1,119 @@
+"""``radalign embed``: global embeddings of scans or reports, written with their ids."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = """examples:
+  radalign embed --model tiny --images ../shared/data/nih_cxr14_subset/images --out emb.parquet
+  radalign embed --model runs/demo/model --images scans.txt --out scans.npy
+  radalign embed --model runs/demo/model --reports reports.csv --text-column report --out rep.parquet
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="embed scans or reports",
+        description="Embed scans (DICOM/PNG/JPG: a folder, a list file or one file) or reports "
+        "(a CSV/Parquet column) and write the vectors with their ids. Files that cannot be read "
+        "are skipped, counted and listed in skipped.csv next to the output.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="model name, config file or saved directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder (recursive), text file of paths, or one image")
+    src.add_argument("--reports", help="CSV or Parquet file with a report column")
+    p.add_argument("--text-column", default="report", help="report column (default: report)")
+    p.add_argument("--id-column", default=None, help="id column (default: id, study_id or row)")
+    p.add_argument("--out", required=True, help="output .parquet (one file) or .npy (+ .parquet)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="decoding worker processes")
+    p.add_argument(
+        "--window",
+        default="header",
+        choices=["header", "full", "percentile"],
+        help="DICOM intensity window (default: header VOI LUT/window)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="build a named model with random weights (no hub needed)",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from radalign.api import load
+    from radalign.encoders.embed import embed_images, embed_texts, write_embeddings
+
+    start = time.perf_counter()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load(args.model, pretrained=not args.random_init).to(device)
+    if args.images:
+        from radalign.encoders.imageio import list_images
+
+        source = Path(args.images)
+        paths = list_images(source)
+        root = source if source.is_dir() else source.parent
+        ids = [_relative_id(p, root) for p in paths]
+        emb = embed_images(
+            model,
+            paths,
+            ids,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            window=args.window,
+            device=device,
+        )
+        total = len(paths)
+    else:
+        frame = _read_table(Path(args.reports))
+        if args.text_column not in frame.columns:
+            raise ValueError(
+                f"{args.reports}: no column {args.text_column!r}; columns are {list(frame.columns)}"
+            )
+        id_col = args.id_column or next((c for c in ("id", "study_id") if c in frame.columns), None)
+        ids = frame[id_col].astype(str).tolist() if id_col else [str(i) for i in frame.index]
+        emb = embed_texts(
+            model, frame[args.text_column].tolist(), ids, batch_size=args.batch_size, device=device
+        )
+        total = len(frame)
+    written = write_embeddings(emb, args.out)
+    secs = time.perf_counter() - start
+    print(
+        f"embedded {len(emb)} of {total} {emb.kind}s (dim {emb.vectors.shape[1]}) "
+        f"in {secs:.1f}s; {emb.skipped.summary()}"
+    )
+    for path in written:
+        print(f"  wrote {path}")
+    if len(emb.skipped):
+        for path, reason, _ in emb.skipped.rows[:10]:
+            print(f"  skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _relative_id(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(
+        path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="surrogateescape"
+    )
