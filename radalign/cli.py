@@ -15,7 +15,7 @@ import sys
 
 from radalign._version import __version__
 
-COMMANDS = ["models", "embed"]
+COMMANDS = ["models", "embed", "data", "pretrain"]
 
 
 def build_parser() -> argparse.ArgumentParser:
