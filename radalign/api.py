@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import torch
+
 from radalign.encoders.checkpoint import is_pretrained_dir, load_pretrained
 from radalign.encoders.model import RadAlignModel
 from radalign.encoders.registry import get_model_config
@@ -14,7 +16,8 @@ def load(name_or_dir: str | os.PathLike, *, pretrained: bool = True) -> RadAlign
     """A model from a ``save_pretrained`` directory, a registered name or a config file.
 
     ``pretrained=False`` builds a named config with random weights in both towers and needs no
-    hub (a hub-referencing text tower falls back to its stored architecture).
+    hub (a hub-referencing text tower falls back to its stored architecture). Randomly
+    initialised weights are drawn from a fixed seed, so the same name gives the same model.
     """
     if is_pretrained_dir(name_or_dir):
         return load_pretrained(name_or_dir)
@@ -25,4 +28,6 @@ def load(name_or_dir: str | os.PathLike, *, pretrained: bool = True) -> RadAlign
             image=dataclasses.replace(config.image, pretrained=None),
             text=dataclasses.replace(config.text, pretrained=False),
         )
-    return RadAlignModel(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return RadAlignModel(config)

@@ -75,17 +75,16 @@ def run(args: argparse.Namespace) -> int:
         )
         total = len(paths)
     else:
-        frame = _read_table(Path(args.reports))
-        if args.text_column not in frame.columns:
+        columns = _read_columns(Path(args.reports))
+        if args.text_column not in columns:
             raise ValueError(
-                f"{args.reports}: no column {args.text_column!r}; columns are {list(frame.columns)}"
+                f"{args.reports}: no column {args.text_column!r}; columns are {list(columns)}"
             )
-        id_col = args.id_column or next((c for c in ("id", "study_id") if c in frame.columns), None)
-        ids = frame[id_col].astype(str).tolist() if id_col else [str(i) for i in frame.index]
-        emb = embed_texts(
-            model, frame[args.text_column].tolist(), ids, batch_size=args.batch_size, device=device
-        )
-        total = len(frame)
+        texts = columns[args.text_column]
+        id_col = args.id_column or next((c for c in ("id", "study_id") if c in columns), None)
+        ids = [str(i) for i in columns[id_col]] if id_col else [str(i) for i in range(len(texts))]
+        emb = embed_texts(model, texts, ids, batch_size=args.batch_size, device=device)
+        total = len(texts)
     written = write_embeddings(emb, args.out)
     secs = time.perf_counter() - start
     print(
@@ -107,13 +106,24 @@ def _relative_id(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def _read_table(path: Path):
-    import pandas as pd
+def _read_columns(path: Path) -> dict[str, list]:
+    """Columns of a CSV or Parquet file as Python lists.
+
+    CSV bytes that are not UTF-8 are kept (as surrogates) so that the rows holding them can be
+    skipped one by one as "non-UTF-8 text" instead of failing the whole file.
+    """
+    import csv
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(
-        path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="surrogateescape"
-    )
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        return {c: frame[c].tolist() for c in frame.columns}
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ValueError(f"{path}: empty file")
+    header, body = rows[0], rows[1:]
+    return {name: [r[i] if i < len(r) else "" for r in body] for i, name in enumerate(header)}

@@ -1,0 +1,5 @@
+import sys
+
+from radalign.cli import main
+
+sys.exit(main())

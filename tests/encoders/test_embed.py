@@ -1,0 +1,136 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from radalign.encoders.embed import embed_texts, read_embeddings
+
+from radalign.cli import main
+
+
+def _scans(tmp_path, n=5):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)).save(tmp_path / f"s{i}.png")
+    return tmp_path
+
+
+def test_embed_images_skips_bad_files(tmp_path, capsys):
+    scans = _scans(tmp_path / "scans")
+    (scans / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (scans / "empty.dcm").write_bytes(b"")
+    out = tmp_path / "out" / "emb.parquet"
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                "tiny",
+                "--images",
+                str(scans),
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    emb = read_embeddings(out)
+    assert sorted(emb.metadata["id"]) == [f"s{i}.png" for i in range(5)]
+    assert emb.vectors.shape == (5, 32) and emb.kind == "image" and emb.fingerprint
+    np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, rtol=1e-5)
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert sorted(skipped["reason"]) == ["truncated or corrupt image", "zero-byte file"]
+    assert "embedded 5 of 7 images" in capsys.readouterr().out
+
+
+def test_embed_npy_output_matches_parquet(tmp_path):
+    scans = _scans(tmp_path / "scans", 3)
+    main(
+        [
+            "embed",
+            "--model",
+            "tiny",
+            "--images",
+            str(scans),
+            "--out",
+            str(tmp_path / "a.parquet"),
+            "--workers",
+            "0",
+        ]
+    )
+    main(
+        [
+            "embed",
+            "--model",
+            "tiny",
+            "--images",
+            str(scans),
+            "--out",
+            str(tmp_path / "b.npy"),
+            "--workers",
+            "0",
+        ]
+    )
+    a, b = read_embeddings(tmp_path / "a.parquet"), read_embeddings(tmp_path / "b.npy")
+    np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-6)
+    assert list(a.metadata["id"]) == list(b.metadata["id"])
+
+
+def test_embed_reports_skips_empty_and_non_utf8(tmp_path, tiny_model):
+    csv = tmp_path / "r.csv"
+    csv.write_bytes(
+        b"id,report\n1,No pleural effusion.\n2,\n3,Caf\xe9 opacity\n4,Small left effusion.\n"
+    )
+    out = tmp_path / "r.parquet"
+    assert main(["embed", "--model", "tiny", "--reports", str(csv), "--out", str(out)]) == 0
+    emb = read_embeddings(out)
+    assert list(emb.metadata["id"]) == ["1", "4"]
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert dict(zip(skipped["path"].astype(str), skipped["reason"])) == {
+        "2": "empty report",
+        "3": "non-UTF-8 text",
+    }
+    direct = embed_texts(
+        tiny_model, ["No pleural effusion.", "Small left effusion."], ["1", "4"], progress=False
+    )
+    np.testing.assert_allclose(direct.vectors, emb.vectors, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_embed_nih_subset(shared_data, tmp_path, capsys):
+    """The issue's done-when: 1,000 NIH images with `tiny`, then again with a corrupt file added."""
+    images = shared_data / "nih_cxr14_subset" / "images"
+    out = tmp_path / "nih.parquet"
+    assert main(["embed", "--model", "tiny", "--images", str(images), "--out", str(out)]) == 0
+    assert len(read_embeddings(out)) == 1000
+    listing = tmp_path / "list.txt"
+    listing.write_text(
+        "\n".join([str(p) for p in sorted(images.glob("*.png"))[:20]] + [str(tmp_path / "bad.png")])
+    )
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                "tiny",
+                "--images",
+                str(listing),
+                "--out",
+                str(tmp_path / "b.parquet"),
+            ]
+        )
+        == 0
+    )
+    assert len(read_embeddings(tmp_path / "b.parquet")) == 20
+    assert "skipped 1 (not an image: 1)" in capsys.readouterr().out
+
+
+def test_cli_version_and_models(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "radalign" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    assert "resnet50-bioclinicalbert" in capsys.readouterr().out
