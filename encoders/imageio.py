@@ -9,6 +9,7 @@ short reason, so batch jobs can skip and count.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,10 +96,9 @@ def _load_dicom(path: Path, window: str, percentiles) -> np.ndarray:
         return _to_unit(_rgb_to_gray(raw.astype(np.float64)), window, percentiles, None)
     values = apply_modality_lut(raw, ds).astype(np.float64)
     if window == "header" and ("VOILUTSequence" in ds or "WindowCenter" in ds):
-        try:
+        # an unusable VOI header falls back to the full range
+        with contextlib.suppress(ValueError, TypeError, IndexError):
             values = apply_voi_lut(values, ds, index=0).astype(np.float64)
-        except (ValueError, TypeError, IndexError):
-            pass  # an unusable VOI header falls back to the full range
         img = _minmax(values)
     else:
         img = _to_unit(values, "full" if window == "header" else window, percentiles, None)
