@@ -11,9 +11,13 @@ from radalign.encoders.checkpoint import is_pretrained_dir, load_pretrained
 from radalign.encoders.model import RadAlignModel
 from radalign.encoders.registry import get_model_config
 
+OPEN_CLIP_PREFIX = "open_clip:"
+
 
 def load(name_or_dir: str | os.PathLike, *, pretrained: bool = True) -> RadAlignModel:
-    """A model from a ``save_pretrained`` directory, a registered name or a config file.
+    """A model from a ``save_pretrained`` directory, a registered name, a config file, or
+    ``open_clip:<name>[@weights]`` (an open_clip built-in, ``hf-hub:`` id or ``local-dir:``
+    folder, e.g. ``open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``).
 
     ``pretrained=False`` builds a named config with random weights in both towers and needs no
     hub (a hub-referencing text tower falls back to its stored architecture). Randomly
@@ -21,7 +25,13 @@ def load(name_or_dir: str | os.PathLike, *, pretrained: bool = True) -> RadAlign
     """
     if is_pretrained_dir(name_or_dir):
         return load_pretrained(name_or_dir)
-    config = get_model_config(name_or_dir)
+    name = str(name_or_dir)
+    if name.startswith(OPEN_CLIP_PREFIX):
+        from radalign.encoders.openclip_towers import open_clip_model_config, split_pretrained
+
+        config = open_clip_model_config(*split_pretrained(name[len(OPEN_CLIP_PREFIX) :]))
+    else:
+        config = get_model_config(name_or_dir)
     if not pretrained:
         config = dataclasses.replace(
             config,
