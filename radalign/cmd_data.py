@@ -59,7 +59,7 @@ def run_synth(args: argparse.Namespace) -> int:
         layouts=tuple(args.layouts),
         workers=args.workers,
     )
-    print(summary)
+    print(summary.summary())
     return 0
 
 
