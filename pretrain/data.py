@@ -1,0 +1,39 @@
+"""The pairs a training run reads: any supported source, or the synthetic phantoms."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from radalign.pretrain.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+
+def phantom_root(config: DataConfig) -> Path:
+    """The phantom tree of ``config``, generated on first use."""
+    from radalign.pretrain.phantoms import synthesize
+
+    base = Path(config.phantoms_dir)
+    root = base / config.phantoms_layout
+    if not root.is_dir():
+        log.info("generating %d phantom pairs into %s", config.phantoms_n, base)
+        synthesize(
+            base, n=config.phantoms_n, seed=config.phantoms_seed, layouts=(config.phantoms_layout,)
+        )
+    return root
+
+
+def load_pairs(config: DataConfig):
+    """A :class:`~radalign.pretrain.records.PairSet` as ``config`` describes it."""
+    from radalign.pretrain.sources import open_source
+
+    root = phantom_root(config) if config.source == "phantoms" else Path(config.source)
+    return open_source(
+        root,
+        layout=config.layout,
+        views=tuple(config.views) if config.views else None,
+        section=config.section,
+        one_image_per_study=config.one_image_per_study,
+        label_text=config.label_text,
+    )

@@ -1,0 +1,176 @@
+"""The pretraining loop on CPU: the loss falls, resume is exact, bad input is handled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from radalign.pretrain.config import load_train_config
+from radalign.pretrain.trainer import NonFiniteLoss, pretrain
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> Path:
+    from radalign.pretrain.phantoms import synthesize
+
+    root = tmp_path_factory.mktemp("phantoms")
+    synthesize(root, n=96, seed=11, size=128, layouts=("jpg",))
+    return root
+
+
+def _overrides(phantoms: Path, out: Path, **extra) -> list[str]:
+    settings = {
+        "model": "tiny",
+        "output_dir": str(out),
+        "batch_size": 8,
+        "max_steps": 12,
+        "log_every": 1,
+        "eval_every": 1000,
+        "save_every": 4,
+        "keep_checkpoints": 5,
+        "trackers": "[]",
+        "data.phantoms_dir": str(phantoms),
+        "data.phantoms_layout": "jpg",
+        "data.num_workers": 0,
+        "data.max_val_pairs": 16,
+        "optim.lr": 1e-3,
+        "optim.warmup_steps": 2,
+        "loss.local_weight": 0.5,
+    }
+    settings.update(extra)
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+def _losses(run: Path) -> dict[int, float]:
+    """Per-step training loss from metrics.jsonl (a step logged twice keeps its last value)."""
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "train/loss" in row:
+            out[row["step"]] = row["train/loss"]
+    return out
+
+
+def test_loss_falls_and_run_is_complete(phantoms, tmp_path):
+    config = load_train_config(
+        None,
+        _overrides(
+            phantoms,
+            tmp_path / "run",
+            max_steps=30,
+            eval_every=30,
+            save_every=30,
+            trackers="[tensorboard]",
+        ),
+    )
+    result = pretrain(config)
+    losses = _losses(result.run_dir)
+    assert len(losses) == 30
+    first, last = sum(list(losses.values())[:5]) / 5, sum(list(losses.values())[-5:]) / 5
+    assert last < first - 0.1, (first, last)
+    row = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"val/loss", "val/global", "val/local", "val/i2t_R@1", "val/t2i_R@10"} <= set(row)
+    assert (result.model_dir / "model.safetensors").is_file()
+    assert list((result.run_dir / "tb").rglob("events.out.tfevents.*"))
+    assert (result.run_dir / "config.yaml").is_file()
+    import radalign
+
+    trained = radalign.load(result.model_dir)
+    assert trained.config == radalign.load("tiny").config
+    assert not torch.equal(trained.logit_scale, radalign.load("tiny").logit_scale)
+
+
+def test_sigkill_and_resume_equals_uninterrupted(phantoms, tmp_path):
+    whole = pretrain(load_train_config(None, _overrides(phantoms, tmp_path / "whole")))
+    reference = _losses(whole.run_dir)
+    assert sorted(reference) == list(range(1, 13))
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "radalign", "pretrain", *_overrides(phantoms, run)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "step-000004" / "state.json").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "model").exists(), "the run finished before it was killed"
+
+    resumed = pretrain(load_train_config(None, _overrides(phantoms, run)), resume=True)
+    assert resumed.steps == 12
+    got = _losses(run)
+    assert sorted(got) == list(range(1, 13))
+    for step in range(1, 13):
+        assert got[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
+    for name in ("model.safetensors",):
+        a = (whole.model_dir / name).read_bytes()
+        b = (resumed.model_dir / name).read_bytes()
+        assert a == b
+
+
+def test_resume_refuses_a_changed_model(phantoms, tmp_path):
+    run = tmp_path / "run"
+    pretrain(load_train_config(None, _overrides(phantoms, run, max_steps=4)))
+    changed = _overrides(phantoms, run, max_steps=8, model="demo-resnet18-minilm")
+    with pytest.raises(ValueError, match="model config changed"):
+        pretrain(load_train_config(None, changed), resume=True)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(
+        ValueError, match=r"unknown config key 'loss.lokal_weight'.*loss\.local_weight"
+    ):
+        load_train_config(None, ["loss.lokal_weight=1"])
+
+
+def test_unknown_key_in_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises((ValueError, KeyError), match="learning_rate"):
+        load_train_config(path)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(phantoms, tmp_path):
+    run = tmp_path / "run"
+    pretrain(load_train_config(None, _overrides(phantoms, run, max_steps=4)))
+    before = (run / "checkpoints" / "step-000004" / "model" / "model.safetensors").read_bytes()
+    # a word-region logit scale beyond float32 makes the first resumed step's loss NaN
+    boom = _overrides(phantoms, run, max_steps=40, **{"loss.local_tau3": 1e39})
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 5"):
+        pretrain(load_train_config(None, boom), resume=True)
+    latest = (run / "checkpoints" / "latest.txt").read_text().strip()
+    assert latest == "step-000004"
+    after = (run / "checkpoints" / "step-000004" / "model" / "model.safetensors").read_bytes()
+    assert before == after
+    assert (run / "model" / "model.safetensors").read_bytes() == before
+
+
+def test_bad_pairs_are_replaced_and_counted(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    rows = ["image_path,report,patient_id,split"]
+    for i in range(24):
+        Image.new("L", (64, 64), 40 + 8 * i).save(tmp_path / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,Finding number {i} in the right lung.,p{i},train")
+    (tmp_path / "img" / "3.png").write_bytes(b"not a png")
+    (tmp_path / "img" / "7.png").write_bytes(b"")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    overrides = [
+        o for o in _overrides(tmp_path, tmp_path / "run", max_steps=6) if "phantoms" not in o
+    ] + [f"data.source={tmp_path / 'manifest.csv'}"]
+    result = pretrain(load_train_config(None, overrides))
+    assert result.steps == 6
+    reasons = {path.split("/")[-1] for path, _, _ in result.skipped.rows}
+    assert reasons == {"3.png", "7.png"}
+    assert (result.run_dir / "skipped.csv").read_text().count("\n") >= 3
