@@ -30,6 +30,10 @@ class TextFeatures:
     word_mask: torch.Tensor
 
 
+TowerOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""What a report tower returns: pooled ``[B, H]``, words ``[B, W, H]``, word mask ``[B, W]``."""
+
+
 def _head(kind: str, d_in: int, d_out: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(d_in, d_out)
@@ -115,8 +119,12 @@ class RadAlignModel(nn.Module):
         emb = F.normalize(self.image_proj(pooled), dim=-1)
         return ImageFeatures(emb, regions, (int(grid.shape[2]), int(grid.shape[3])))
 
-    def text_features(self, tokens: Mapping[str, torch.Tensor]) -> TextFeatures:
-        pooled, words, word_mask = self.text_tower(tokens)
+    def text_features(
+        self, tokens: Mapping[str, torch.Tensor], tower_outputs: TowerOutputs | None = None
+    ) -> TextFeatures:
+        """Report features; ``tower_outputs`` (pooled, words, word mask) replaces the tower's
+        forward pass, e.g. with features of a frozen tower computed once."""
+        pooled, words, word_mask = tower_outputs or self.text_tower(tokens)
         emb = F.normalize(self.text_proj(pooled), dim=-1)
         return TextFeatures(emb, self.text_local_proj(words), word_mask)
 
@@ -131,9 +139,12 @@ class RadAlignModel(nn.Module):
         return F.normalize(self.text_proj(pooled), dim=-1)
 
     def forward(
-        self, pixels: torch.Tensor, tokens: Mapping[str, torch.Tensor]
+        self,
+        pixels: torch.Tensor,
+        tokens: Mapping[str, torch.Tensor],
+        text_tower_outputs: TowerOutputs | None = None,
     ) -> tuple[ImageFeatures, TextFeatures]:
-        return self.image_features(pixels), self.text_features(tokens)
+        return self.image_features(pixels), self.text_features(tokens, text_tower_outputs)
 
     # -- checkpoints ----------------------------------------------------------------------
     def save_pretrained(self, directory) -> None:

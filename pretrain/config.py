@@ -67,6 +67,9 @@ class OptimConfig:
     text_lr: float | None = None
     """Learning rate of the report backbone (``None``: same as ``lr``)."""
     freeze_text: bool = False
+    """Freeze the whole report backbone (its features are then computed once per report)."""
+    text_trainable_layers: int | None = None
+    """Train only the top N transformer layers of the report backbone (``None``: all)."""
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6

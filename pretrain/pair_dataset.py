@@ -84,7 +84,8 @@ class PairCollator:
         }
         if ok:
             batch["pixels"] = torch.stack([it[1] for it in ok])
-            batch["tokens"] = self.tokenizer([it[2] for it in ok])
+            batch["reports"] = [it[2] for it in ok]
+            batch["tokens"] = self.tokenizer(batch["reports"])
         return batch
 
 

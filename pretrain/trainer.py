@@ -18,8 +18,10 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import gather_object, set_seed
 from omegaconf import OmegaConf
+from radalign.encoders.atomic import atomic_write
 from radalign.encoders.errors import SkipLog
 from radalign.pretrain.config import TrainConfig, save_train_config
+from radalign.pretrain.frozen_text import FrozenTextCache
 from radalign.pretrain.global_loss import clamp_logit_scale_
 from radalign.pretrain.objective import Objective
 from radalign.pretrain.pair_dataset import EpochShuffleSampler, PairCollator, PairDataset
@@ -105,6 +107,11 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
         # which dropout uses and a resumed run restores
         generator=torch.Generator().manual_seed(config.seed),
     )
+    text_cache = None
+    if config.optim.freeze_text:
+        text_cache = FrozenTextCache(model.to(accelerator.device))
+        reports = (str(r.report or "").strip() for r in train_records)
+        text_cache.warm([r for r in reports if r], accelerator.device)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     state = LoopState()
     if checkpoint is not None:
@@ -117,6 +124,7 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_train_config(config, run_dir / "config.yaml")
+        _write_run_info(accelerator, run_dir / "run.json", checkpoint)
         pairs.skipped.write_csv(run_dir / "data-skipped.csv")
     if accelerator.log_with:
         accelerator.init_trackers("tb", config=_flat(config))
@@ -149,19 +157,17 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
                 skipped.add(*s)
             if "pixels" not in batch:
                 continue
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    img, txt = model(batch["pixels"], batch["tokens"])
-                    total, parts = objective(img, txt, accelerator.unwrap_model(model).logit_scale)
-                _stop_if_not_finite(accelerator, total, parts, state.step + 1)
-                accelerator.backward(total)
-                _average_loss_grads(accelerator, objective)
-                if accelerator.sync_gradients and config.optim.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                clamp_logit_scale_(accelerator.unwrap_model(model).logit_scale)
+            parts = train_step(
+                accelerator,
+                model,
+                objective,
+                optimizer,
+                scheduler,
+                batch,
+                config,
+                text_cache=text_cache,
+                step=state.step + 1,
+            )
             for key, value in parts.items():
                 window[key] = window.get(key, 0.0) + float(value) / config.log_every
             if not accelerator.sync_gradients:
@@ -199,6 +205,38 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
     return TrainResult(run_dir, model_dir, state.step, history, skipped)
 
 
+def train_step(
+    accelerator,
+    model,
+    objective,
+    optimizer,
+    scheduler,
+    batch: dict,
+    config: TrainConfig,
+    *,
+    text_cache: FrozenTextCache | None = None,
+    step: int = 0,
+) -> dict[str, torch.Tensor]:
+    """One (micro-)batch: forward, loss, backward, and the optimizer step when gradients sync.
+
+    Returns the detached loss components. Raises :class:`NonFiniteLoss` before any update."""
+    with accelerator.accumulate(model):
+        with accelerator.autocast():
+            cached = text_cache(batch["reports"], accelerator.device) if text_cache else None
+            img, txt = model(batch["pixels"], batch["tokens"], cached)
+            total, parts = objective(img, txt, accelerator.unwrap_model(model).logit_scale)
+        _stop_if_not_finite(accelerator, total, parts, step)
+        accelerator.backward(total)
+        _average_loss_grads(accelerator, objective)
+        if accelerator.sync_gradients and config.optim.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        clamp_logit_scale_(accelerator.unwrap_model(model).logit_scale)
+    return parts
+
+
 def _build_model(config: TrainConfig):
     from radalign.api import load
 
@@ -206,10 +244,27 @@ def _build_model(config: TrainConfig):
     if config.gradient_checkpointing:
         model.image_tower.model.set_grad_checkpointing(True)
         model.text_tower.model.gradient_checkpointing_enable()
-    if config.optim.freeze_text:
+    if config.optim.freeze_text or config.optim.text_trainable_layers is not None:
         for p in model.text_tower.parameters():
             p.requires_grad_(False)
+    if not config.optim.freeze_text and config.optim.text_trainable_layers:
+        for layer in _text_layers(model.text_tower.model)[-config.optim.text_trainable_layers :]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
     return model
+
+
+def _text_layers(backbone) -> list:
+    """The transformer blocks of a Hugging Face encoder (BERT family: ``encoder.layer``)."""
+    for path in ("encoder.layer", "transformer.layer", "layers", "transformer.resblocks"):
+        obj = backbone
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if obj is not None:
+            return list(obj)
+    raise ValueError(
+        f"optim.text_trainable_layers: cannot find the layers of {type(backbone).__name__}"
+    )
 
 
 def _optimizer(model, config: TrainConfig, objective=None) -> torch.optim.Optimizer:
@@ -286,6 +341,28 @@ def _stop_if_not_finite(accelerator, total, parts, step: int) -> None:
             "good checkpoint is untouched: lower the learning rate or use bf16 instead of fp16, "
             "then --resume."
         )
+
+
+def _write_run_info(accelerator, path: Path, resumed_from: Path | None) -> None:
+    """Where and how this run (or resumed part) ran, for reproducing it."""
+    import platform
+
+    from radalign import __version__
+
+    info = {
+        "radalign": __version__,
+        "torch": torch.__version__,
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "device_name": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else platform.processor(),
+        "mixed_precision": accelerator.mixed_precision,
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with atomic_write(path, mode="w", encoding="utf-8") as fh:
+        fh.write(json.dumps(info, indent=2) + "\n")
 
 
 def _log(accelerator, run_dir: Path, step: int, row: dict, history: list[dict]) -> None:

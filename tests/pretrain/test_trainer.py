@@ -174,3 +174,35 @@ def test_bad_pairs_are_replaced_and_counted(tmp_path):
     reasons = {path.split("/")[-1] for path, _, _ in result.skipped.rows}
     assert reasons == {"3.png", "7.png"}
     assert (result.run_dir / "skipped.csv").read_text().count("\n") >= 3
+
+
+@pytest.mark.slow
+def test_two_process_run_through_accelerate_launch(phantoms, tmp_path):
+    """``accelerate launch`` with 2 CPU processes trains, gathers and checkpoints."""
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "radalign",
+        "pretrain",
+        *_overrides(phantoms, run, max_steps=4, batch_size=4),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "run.json").read_text())["num_processes"] == 2
+    assert sorted(_losses(run)) == [1, 2, 3, 4]
+    assert (run / "checkpoints" / "step-000004" / "rng.pt").is_file()
+    rngs = torch.load(run / "checkpoints" / "step-000004" / "rng.pt", weights_only=True)
+    assert len(rngs) == 2
