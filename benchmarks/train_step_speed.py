@@ -69,11 +69,12 @@ def main() -> None:
     import copy
 
     import open_clip
-    import radalign
     from accelerate import Accelerator
     from radalign.pretrain.config import LossConfig, TrainConfig
     from radalign.pretrain.objective import Objective
     from radalign.pretrain.trainer import _optimizer, train_step
+
+    import radalign
 
     torch.manual_seed(0)
     template = radalign.load(args.model, pretrained=False)

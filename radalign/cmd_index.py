@@ -1,0 +1,199 @@
+"""``radalign index``: build, extend and describe embedding indices of reports or scans."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  radalign index build --model runs/demo/model --source /data/mimic-cxr-jpg --split train \\
+      --kind reports --out idx/reports
+  radalign index build --model tiny --source manifest.csv --kind images --out idx/scans \\
+      --memory-budget 2GB
+  radalign index add --model runs/demo/model --index idx/reports --source more.csv
+  radalign index info idx/reports
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name, config file or saved directory")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="MIMIC-CXR (DICOM or JPG) root, IU X-ray root, or a CSV/Parquet manifest",
+    )
+    p.add_argument("--split", default=None, help="only this split (train, val, test)")
+    p.add_argument("--layout", default="auto", help="source layout (default: detect)")
+    p.add_argument(
+        "--views",
+        default="PA,AP",
+        help="comma-separated views to keep (default: PA,AP; 'all' keeps every view)",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="image decoding worker processes")
+    p.add_argument("--chunk-rows", type=int, default=4096, help="rows per resumable chunk")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="build a named model with random weights (no hub needed)",
+    )
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "index",
+        help="build and extend embedding indices for retrieval",
+        description="Embed the reports or scans of a dataset and store them in a searchable "
+        "index directory (FAISS index, vectors, metadata, manifest with the model fingerprint). "
+        "Builds resume after an interruption; unreadable inputs are listed in skipped.csv.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    b = isub.add_parser(
+        "build",
+        help="build a new index",
+        description="Build an index of reports (text) or images from a dataset.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(b)
+    b.add_argument("--kind", choices=["reports", "images"], default="reports")
+    b.add_argument("--out", required=True, help="index directory to write")
+    b.add_argument("--factory", default=None, help="FAISS index_factory string (default: auto)")
+    b.add_argument(
+        "--memory-budget", default=None, help="resident index size limit, e.g. 2GB (auto index)"
+    )
+    b.set_defaults(run=run, index_action=_build)
+
+    a = isub.add_parser(
+        "add",
+        help="append records to an existing index",
+        description="Embed more records with the index's model and append them; ids already "
+        "in the index are left out.",
+    )
+    _common(a)
+    a.add_argument("--index", required=True, help="index directory to extend")
+    a.set_defaults(run=run, index_action=_add)
+
+    i = isub.add_parser("info", help="describe an index directory")
+    i.add_argument("index_dir", help="index directory")
+    i.add_argument("--json", action="store_true", help="print the description as JSON")
+    i.set_defaults(run=run, index_action=_info)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.index_action(args) or 0)
+
+
+def _load_model(args: argparse.Namespace):
+    import torch
+
+    from radalign.api import load
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load(args.model, pretrained=not args.random_init).to(device), device
+
+
+def _open(args: argparse.Namespace, kind: str):
+    from radalign.pretrain.sources import open_source
+
+    views = None if args.views.strip().lower() == "all" else args.views.split(",")
+    return open_source(
+        args.source,
+        layout=args.layout,
+        split=args.split,
+        views=views,
+        one_image_per_study=kind == "reports",
+        require_report=kind == "reports",
+    )
+
+
+def _report_source(pairs) -> None:
+    print(f"source: {pairs.description or pairs.root} ({len(pairs)} records)")
+    if len(pairs.skipped):
+        print(f"  source rows skipped: {pairs.skipped.summary()}")
+
+
+def _build(args: argparse.Namespace) -> int:
+    from radalign.retrieval.build import build_index
+
+    model, device = _load_model(args)
+    pairs = _open(args, args.kind)
+    _report_source(pairs)
+    index = build_index(
+        model,
+        pairs,
+        kind=args.kind,
+        out=args.out,
+        batch_size=args.batch_size,
+        factory=args.factory,
+        memory_budget=args.memory_budget,
+        chunk_rows=args.chunk_rows,
+        num_workers=args.workers,
+        device=device,
+        progress=True,
+    )
+    print(index.build_summary.line())
+    print(f"wrote {args.out}: {len(index)} vectors, factory {index.factory}")
+    if index.build_summary.skipped:
+        print(f"  skipped inputs listed in {Path(args.out) / 'skipped.csv'}", file=sys.stderr)
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from radalign.retrieval.build import add_to_index, index_kind
+
+    model, device = _load_model(args)
+    pairs = _open(args, index_kind(args.index))
+    _report_source(pairs)
+    index = add_to_index(
+        model,
+        args.index,
+        pairs,
+        batch_size=args.batch_size,
+        chunk_rows=args.chunk_rows,
+        num_workers=args.workers,
+        device=device,
+        progress=True,
+    )
+    s = index.build_summary
+    print(s.line() + (f"; {s.duplicates} already indexed or duplicate" if s.duplicates else ""))
+    print(f"updated {args.index}: {len(index)} vectors")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from radalign.retrieval.build import index_kind, read_build_info
+    from radalign.retrieval.index import Index
+
+    index = Index.load(args.index_dir, verify=False)
+    build = read_build_info(args.index_dir)
+    labels = [c for c in index.metadata.columns if c.startswith("label:")]
+    info = {
+        "path": str(args.index_dir),
+        "kind": index_kind(args.index_dir, index),
+        "n": len(index),
+        "dim": index.dim,
+        "factory": index.factory,
+        "search_params": index.search_params,
+        "fingerprint": index.fingerprint,
+        "created": index.created,
+        "updated": index.updated,
+        "columns": [c for c in index.metadata.columns if not c.startswith("label:")],
+        "labels": [c[len("label:") :] for c in labels],
+        "skipped": build.get("skipped"),
+        "index_bytes": index.index_bytes(),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        if isinstance(value, list):
+            value = ", ".join(map(str, value)) or "-"
+        print(f"{key:>13}: {value}")
+    return 0
