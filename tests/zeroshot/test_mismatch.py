@@ -103,22 +103,31 @@ def test_planted_anomalies():
     assert aurocs["swap"] == 1.0 and aurocs["flip"] == 1.0 and aurocs["n_original"] == 4
 
 
-def test_flag_cli_end_to_end(tmp_path, tiny_model):
-    from radalign.pretrain.phantoms import synthesize
+def test_flag_cli_end_to_end_after_a_few_training_steps(tmp_path):
+    """Pretrain ``tiny`` for a few steps on phantoms, index its reports, flag, evaluate."""
+    from radalign.pretrain.config import load_train_config
     from radalign.pretrain.sources import open_source
+    from radalign.pretrain.trainer import pretrain
     from radalign.retrieval.build import build_index
 
+    import radalign
     from radalign.cmd_flag import add_parser, run
 
-    synthesize(tmp_path / "ph", n=30, seed=1, size=64, layouts=("jpg",))
+    settings = {
+        "model": "tiny", "output_dir": tmp_path / "run", "batch_size": 8, "max_steps": 4,
+        "trackers": "[]", "data.phantoms_dir": tmp_path / "ph", "data.phantoms_n": 40,
+        "data.num_workers": 0, "eval_every": 100, "loss.local_weight": 0.5,
+    }  # fmt: skip
+    trained = pretrain(load_train_config(None, [f"{k}={v}" for k, v in settings.items()]))
     root = tmp_path / "ph" / "jpg"
-    build_index(tiny_model, open_source(root), kind="reports", out=tmp_path / "ix")
+    model = radalign.load(trained.model_dir)
+    build_index(model, open_source(root), kind="reports", out=tmp_path / "ix")
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     out = tmp_path / "flags.csv"
     args = parser.parse_args(
-        ["flag", str(root), "--model", "tiny", "--index", str(tmp_path / "ix"), "--fpr", "0.1",
-         "--out", str(out), "--evaluate", "-k", "3"]
+        ["flag", str(root), "--model", str(trained.model_dir), "--index", str(tmp_path / "ix"),
+         "--fpr", "0.1", "--out", str(out), "--evaluate", "-k", "3"]
     )  # fmt: skip
     assert run(args) == 0
     table = pd.read_csv(out)
