@@ -19,28 +19,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+from radalign.encoders.labels import CHEXPERT_LABELS
 
 CM = 0.05  # normalised units per centimetre (2 units = 40 cm field of view)
 
 # Sign of x for each patient side (radiological convention: patient right = image left).
 SIDE_SIGN = {"right": -1.0, "left": 1.0}
 
-CHEXPERT_LABELS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
 
 # Disease findings that can be planted (Support Devices is not a disease: it may co-occur with
 # No Finding, as in CheXpert).

@@ -51,6 +51,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 from radalign.encoders.errors import InputError, SkipLog
+from radalign.encoders.labels import CHEXPERT_LABELS
 from radalign.pretrain.records import (
     PairRecord,
     PairSet,
@@ -91,22 +92,6 @@ _LAYOUT_ALIASES = {
     "parquet": "manifest",
     "labels-only": "manifest",
 }
-CHEXPERT_LABELS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
 NIH_LABELS: tuple[str, ...] = (
     "Atelectasis",
     "Cardiomegaly",

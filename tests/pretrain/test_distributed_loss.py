@@ -34,13 +34,7 @@ DIN, E, R, L, D = 6, 5, 4, 5, 7
 MODES = ["clip_full", "clip_local", "siglip", "local_gather"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: OpenMP wake-ups on a busy machine cost more than the maths."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_data() -> dict[str, torch.Tensor]:

@@ -16,14 +16,7 @@ from radalign.pretrain.global_loss import (
     init_logit_scale,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: OpenMP wake-ups on a busy machine cost more than the maths."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def embeddings(b=6, e=5, seed=0, dtype=torch.float64):

@@ -11,13 +11,7 @@ from radalign.pretrain.local_loss import WordRegionLoss
 EPS = 1e-8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: OpenMP wake-ups on a busy machine cost more than the maths."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- plain-Python reference

@@ -8,14 +8,7 @@ import pytest
 import torch
 from radalign.pretrain.token_loss import TokenAlignmentLoss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: OpenMP wake-ups on a busy machine cost more than the maths."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dot(x, y):

@@ -24,19 +24,6 @@ from radalign.retrieval.index import FingerprintMismatch, Index
 from radalign import cmd_index
 
 
-class OtherModel:
-    """The tiny model under another fingerprint (stands in for a different model)."""
-
-    def __init__(self, model) -> None:
-        self._model = model
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def fingerprint(self) -> str:
-        return "some-other-model"
-
-
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantoms")
@@ -129,7 +116,7 @@ def test_stale_partial_is_discarded(pairs, tiny_model, tmp_path):
     assert index.build_summary.resumed_chunks == 0 and len(index) == len(pairs)
 
 
-def test_add_to_index_appends_and_refuses_other_model(pairs, tiny_model, tmp_path):
+def test_add_to_index_appends_and_refuses_other_model(pairs, tiny_model, other_model, tmp_path):
     out = tmp_path / "idx"
     records = list(pairs)
     build_index(tiny_model, records[:10], out=out)
@@ -140,7 +127,7 @@ def test_add_to_index_appends_and_refuses_other_model(pairs, tiny_model, tmp_pat
     assert sorted(reloaded.metadata["id"]) == sorted(r.id for r in records)
     assert len(read_build_info(out)["history"]) == 1
     with pytest.raises(FingerprintMismatch):
-        add_to_index(OtherModel(tiny_model), out, records[:2])
+        add_to_index(other_model, out, records[:2])
 
 
 def test_rejects_paths_and_bad_kind(pairs, tiny_model, tmp_path):

@@ -23,17 +23,6 @@ from radalign.retrieval.search import (
 from radalign import cmd_retrieve
 
 
-class OtherModel:
-    def __init__(self, model) -> None:
-        self._model = model
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def fingerprint(self) -> str:
-        return "some-other-model"
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("phantoms")
@@ -89,15 +78,15 @@ def test_retrieve_for_text(setup, tiny_model):
     _check_order(frame, 3)
 
 
-def test_refuses_index_of_another_model(setup, tiny_model):
+def test_refuses_index_of_another_model(setup, tiny_model, other_model):
     _, reports, _ = setup
     with pytest.raises(FingerprintMismatch, match="another model"):
-        retrieve_for_text(OtherModel(tiny_model), reports, "effusion")
+        retrieve_for_text(other_model, reports, "effusion")
     from radalign.retrieval.index import Index
 
     loaded = Index.load(reports)
     with pytest.raises(FingerprintMismatch, match="rebuild"):
-        retrieve_for_text(OtherModel(tiny_model), loaded, "effusion")
+        retrieve_for_text(other_model, loaded, "effusion")
 
 
 def test_formats(setup, tiny_model):

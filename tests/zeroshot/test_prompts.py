@@ -6,6 +6,7 @@ import json
 
 import pytest
 from radalign.encoders.errors import InputError
+from radalign.encoders.labels import CHEXPERT_LABELS
 from radalign.zeroshot.prompts import (
     PromptSet,
     PromptSetError,
@@ -13,22 +14,7 @@ from radalign.zeroshot.prompts import (
     load_prompt_set,
 )
 
-CHEXPERT = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-]
+CHEXPERT = list(CHEXPERT_LABELS)
 
 
 def test_builtin_chexpert_has_all_findings_with_several_prompts():
