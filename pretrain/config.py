@@ -112,9 +112,22 @@ class TrainConfig:
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
 
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file: an existing path, or the name of one shipped in ``configs/`` (``demo``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    from importlib.resources import files
+
+    shipped = Path(str(files("radalign.configs"))) / f"{path.stem}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"no config file {name_or_path} (shipped configs: demo, mimic-cxr)")
+
+
 def load_train_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Config from an optional YAML file plus ``key=value`` overrides (dotted keys)."""
-    data: dict[str, Any] = read_config_file(path) if path else {}
+    """Config from an optional YAML file (or shipped config name) plus ``key=value`` overrides."""
+    data: dict[str, Any] = read_config_file(config_path(path)) if path else {}
     merged = OmegaConf.create(data)
     for item in overrides:
         if "=" not in item:

@@ -15,7 +15,7 @@ import sys
 
 from radalign._version import __version__
 
-COMMANDS = ["models", "embed", "data", "pretrain", "index", "retrieve", "zeroshot", "flag"]
+COMMANDS = ["models", "embed", "data", "pretrain", "index", "retrieve", "zeroshot", "flag", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Run configs shipped with radalign (``radalign pretrain --config demo``)."""

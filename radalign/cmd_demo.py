@@ -1,0 +1,221 @@
+"""``radalign demo``: the whole product on synthetic phantoms, offline, on CPU, one command.
+
+Stages (each prints one line; a stage whose output is already in ``--out`` is reused):
+phantoms -> pretrain -> report index -> zero-shot on the test scans -> retrieval for a few test
+scans -> mismatch flags with planted swaps and laterality flips. ``demo.json`` in ``--out``
+keeps every number and each stage's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLES = """examples:
+  radalign demo                          # into runs/demo-all
+  radalign demo --out runs/d --steps 300 # longer pretraining
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="phantoms -> pretrain -> index -> zero-shot -> retrieve -> flags, in one go",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", default="runs/demo-all", help="folder for everything (reused)")
+    p.add_argument("--n", type=int, default=2000, help="phantom studies to generate")
+    p.add_argument("--steps", type=int, default=None, help="pretraining steps (config: 150)")
+    p.add_argument("--config", default="demo", help="pretraining config (shipped: demo)")
+    p.add_argument("--workers", type=int, default=2, help="data loader workers")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {}
+    stages = [
+        ("phantoms", _phantoms),
+        ("pretrain", _pretrain),
+        ("index", _index),
+        ("zeroshot", _zeroshot),
+        ("retrieve", _retrieve),
+        ("flags", _flags),
+    ]
+    total = time.perf_counter()
+    state: dict = {}
+    for name, stage in stages:
+        start = time.perf_counter()
+        line, numbers = stage(args, out, state)
+        seconds = time.perf_counter() - start
+        summary[name] = {**numbers, "seconds": round(seconds, 1)}
+        print(f"[{name:>8}] {line} ({seconds:.0f} s)", flush=True)
+    summary["total_seconds"] = round(time.perf_counter() - total, 1)
+    from radalign.encoders.atomic import atomic_write
+
+    with atomic_write(out / "demo.json", mode="w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+    print(f"done in {summary['total_seconds']:.0f} s; everything is in {out} (demo.json)")
+    return 0
+
+
+def _phantoms(args, out: Path, state: dict):
+    from radalign.pretrain.phantoms import synthesize
+
+    root = out / "phantoms"
+    if (root / "jpg").is_dir():
+        return f"reusing {root}", {"reused": True}
+    s = synthesize(root, n=args.n, seed=0, layouts=("jpg",), workers=max(args.workers, 1))
+    return (
+        f"{s.n_studies} phantom studies ({s.n_images} images, {s.n_patients} patients) in {root}",
+        {"studies": s.n_studies, "images": s.n_images},
+    )
+
+
+def _pretrain(args, out: Path, state: dict):
+    import radalign
+    from radalign.pretrain.config import load_train_config
+    from radalign.pretrain.trainer import pretrain
+
+    run_dir = out / "pretrain"
+    model_dir = run_dir / "model"
+    overrides = [
+        f"output_dir={run_dir}",
+        f"data.phantoms_dir={out / 'phantoms'}",
+        "data.phantoms_layout=jpg",
+        f"data.num_workers={args.workers}",
+    ] + ([f"max_steps={args.steps}"] if args.steps else [])
+    config = load_train_config(args.config, overrides)
+    if (model_dir / "config.json").is_file():
+        line, numbers = f"reusing {model_dir}", {"reused": True}
+    else:
+        result = pretrain(config, resume=(run_dir / "checkpoints").is_dir())
+        losses = [r["train/loss"] for r in result.history if "train/loss" in r]
+        val = [r for r in result.history if "val/i2t_R@10" in r]
+        numbers = {"steps": result.steps, "first_loss": losses[0], "last_loss": losses[-1]}
+        line = f"{result.steps} steps, loss {losses[0]:.2f} -> {losses[-1]:.2f}"
+        if val:
+            numbers["val_i2t_R@10"] = val[-1]["val/i2t_R@10"]
+            line += f", val image->report R@10 {val[-1]['val/i2t_R@10']:.2f}"
+    state["model"] = radalign.load(model_dir).eval()
+    state["data"] = config.data
+    return line, numbers
+
+
+def _index(args, out: Path, state: dict):
+    from radalign.pretrain.data import load_pairs
+    from radalign.retrieval.build import build_index
+    from radalign.retrieval.search import open_index
+
+    pairs = load_pairs(state["data"])
+    state["test"] = pairs.split("test")
+    index_dir = out / "report-index"
+    if (index_dir / "index.json").is_file():
+        state["index"] = open_index(state["model"], index_dir)
+        return f"reusing {index_dir}", {"reused": True}
+    index = build_index(state["model"], pairs.split("train"), kind="reports", out=index_dir)
+    state["index"] = index
+    return f"{len(index)} training reports indexed in {index_dir}", {"reports": len(index)}
+
+
+def _zeroshot(args, out: Path, state: dict):
+    from radalign.encoders.atomic import atomic_write
+    from radalign.encoders.embed import embed_images, embed_texts
+    from radalign.zeroshot.classifier import PromptClassifier
+    from radalign.zeroshot.metrics import evaluate
+
+    model, test = state["model"], state["test"]
+    images = embed_images(model, [r.image_path for r in test], [r.id for r in test], progress=False)
+    texts = embed_texts(model, [r.report for r in test], [r.id for r in test], progress=False)
+    state["image_emb"], state["text_emb"] = images, texts
+    clf = PromptClassifier(model, "chexpert")
+    state["classifier"] = clf
+    probs = clf.predict(images.vectors, images.metadata["id"].tolist())
+    truth = _phantom_truth(out / "phantoms", clf.classes)
+    table = evaluate(probs, truth.reindex(probs.index), n_boot=200)
+    with atomic_write(out / "zeroshot-eval.csv", mode="w", encoding="utf-8", newline="") as fh:
+        table.to_csv(fh, index=False)
+    macro = float(table.loc[table["class"] == "macro", "auroc"].iloc[0])
+    per = table[table["class"] != "macro"].set_index("class")["auroc"]
+    best = ", ".join(f"{c} {v:.2f}" for c, v in per.sort_values(ascending=False).head(3).items())
+    no_finding = per.get("No Finding", float("nan"))
+    return (
+        f"zero-shot macro AUROC {macro:.3f} on {len(probs)} test scans (best: {best}; "
+        f"No Finding {no_finding:.2f}); table in zeroshot-eval.csv",
+        {"macro_auroc": macro, "auroc": {k: float(v) for k, v in per.items()}},
+    )
+
+
+def _phantom_truth(root: Path, classes: list[str]):
+    """The planted (true) labels of the phantoms, one row per image id."""
+    import pandas as pd
+
+    truth = pd.read_csv(root / "phantom-truth.csv.gz", dtype={"dicom_id": str})
+    return truth.set_index("dicom_id")[[c for c in classes if c in truth.columns]]
+
+
+def _retrieve(args, out: Path, state: dict):
+    from radalign.retrieval.evaluate import recall_at_k
+
+    index, images, texts = state["index"], state["image_emb"], state["text_emb"]
+    res = index.search(images.vectors[:3], 1)
+    meta = index.metadata
+    lines = []
+    for i in range(min(3, len(images))):
+        hit = meta.iloc[int(res.indices[i][0])]
+        lines.append(f'{images.metadata["id"].iloc[i][:8]} -> "{str(hit["report"])[:60]}..."')
+    rows = {i: n for n, i in enumerate(texts.metadata["id"])}
+    keep = [n for n, i in enumerate(images.metadata["id"]) if i in rows]
+    u = images.vectors[keep]
+    t = texts.vectors[[rows[images.metadata["id"].iloc[n]] for n in keep]]
+    recall = recall_at_k(u, t)["query_to_gallery"]
+    return (
+        f"test image->report R@1 {recall['R@1']:.2f}, R@10 {recall['R@10']:.2f} "
+        f"({len(u)} pairs); e.g. " + "; ".join(lines),
+        {"i2t_recall": recall},
+    )
+
+
+def _flags(args, out: Path, state: dict):
+    from radalign.encoders.atomic import atomic_write
+    from radalign.encoders.embed import embed_texts
+    from radalign.pretrain.phantom_reports import flip_laterality
+    from radalign.zeroshot.mismatch import (
+        MismatchScorer,
+        flag_pairs,
+        mismatch_aurocs,
+        plant_anomalies,
+    )
+
+    model, test = state["model"], state["test"]
+    images, texts = state["image_emb"], state["text_emb"]
+    by_id = {r.id: r for r in test}
+    rows = {i: n for n, i in enumerate(texts.metadata["id"])}
+    ids = [i for i in images.metadata["id"] if i in rows]
+    u = images.vectors[[n for n, i in enumerate(images.metadata["id"]) if i in rows]]
+    t = texts.vectors[[rows[i] for i in ids]]
+    studies = [by_id[i].study_id for i in ids]
+    scorer = MismatchScorer(state["index"])
+    table, threshold = flag_pairs(scorer, state["classifier"], u, t, study_ids=studies)
+    table.insert(0, "id", ids)
+    with atomic_write(out / "flags.csv", mode="w", encoding="utf-8", newline="") as fh:
+        table.sort_values("score", ascending=False).to_csv(fh, index=False)
+    planted = plant_anomalies(
+        [by_id[i].report for i in ids], [by_id[i].patient_id for i in ids], flip=flip_laterality
+    )
+    tp = embed_texts(model, planted["report"].tolist(), progress=False).vectors
+    pair = planted["pair"].to_numpy()
+    scores = scorer.score(u[pair], tp, list(np.asarray(studies, dtype=object)[pair]))["score"]
+    aurocs = mismatch_aurocs(scores.to_numpy(), planted["kind"].tolist())
+    return (
+        f"{int(table['flagged'].sum())} of {len(table)} test pairs flagged at fpr 0.05; planted "
+        f"swaps AUROC {aurocs['swap']:.3f}, laterality flips AUROC {aurocs.get('flip', float('nan')):.3f}",
+        {"flagged": int(table["flagged"].sum()), "threshold": threshold, **aurocs},
+    )
