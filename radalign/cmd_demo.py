@@ -142,6 +142,12 @@ def _zeroshot(args, out: Path, state: dict):
     table = evaluate(probs, truth.reindex(probs.index), n_boot=200)
     with atomic_write(out / "zeroshot-eval.csv", mode="w", encoding="utf-8", newline="") as fh:
         table.to_csv(fh, index=False)
+    preds = probs.copy()
+    preds.insert(0, "image_path", images.metadata["path"].to_numpy())
+    for c in truth.columns:
+        preds[f"true:{c}"] = truth[c].reindex(probs.index).to_numpy()
+    with atomic_write(out / "zeroshot-preds.csv", mode="w", encoding="utf-8", newline="") as fh:
+        preds.to_csv(fh, index_label="id")
     macro = float(table.loc[table["class"] == "macro", "auroc"].iloc[0])
     per = table[table["class"] != "macro"].set_index("class")["auroc"]
     best = ", ".join(f"{c} {v:.2f}" for c, v in per.sort_values(ascending=False).head(3).items())
@@ -162,15 +168,29 @@ def _phantom_truth(root: Path, classes: list[str]):
 
 
 def _retrieve(args, out: Path, state: dict):
+    from radalign.encoders.atomic import atomic_write
     from radalign.retrieval.evaluate import recall_at_k
 
     index, images, texts = state["index"], state["image_emb"], state["text_emb"]
-    res = index.search(images.vectors[:3], 1)
+    by_id = {r.id: r for r in state["test"]}
+    n_show = min(6, len(images))
+    res = index.search(images.vectors[:n_show], min(5, len(index)))
     meta = index.metadata
-    lines = []
-    for i in range(min(3, len(images))):
-        hit = meta.iloc[int(res.indices[i][0])]
-        lines.append(f'{images.metadata["id"].iloc[i][:8]} -> "{str(hit["report"])[:60]}..."')
+    gallery, lines = [], []
+    for i in range(n_show):
+        rec = by_id[images.metadata["id"].iloc[i]]
+        hits = []
+        for rank, (row, score) in enumerate(zip(res.indices[i], res.scores[i], strict=True), 1):
+            hit = meta.iloc[int(row)]
+            same = str(hit["report"]) == rec.report
+            hits.append({"rank": rank, "score": float(score), "report": str(hit["report"]),
+                         "study_id": str(hit["study_id"]), "matches_true_report": same})  # fmt: skip
+        gallery.append({"id": rec.id, "image_path": str(rec.image_path), "true_report": rec.report,
+                        "hits": hits})  # fmt: skip
+        if i < 3:
+            lines.append(f'{rec.id[:8]} -> "{hits[0]["report"][:60]}..."')
+    with atomic_write(out / "retrieval.json", mode="w", encoding="utf-8") as fh:
+        json.dump(gallery, fh, indent=2)
     rows = {i: n for n, i in enumerate(texts.metadata["id"])}
     keep = [n for n, i in enumerate(images.metadata["id"]) if i in rows]
     u = images.vectors[keep]
@@ -205,6 +225,8 @@ def _flags(args, out: Path, state: dict):
     scorer = MismatchScorer(state["index"])
     table, threshold = flag_pairs(scorer, state["classifier"], u, t, study_ids=studies)
     table.insert(0, "id", ids)
+    table.insert(1, "image_path", [str(by_id[i].image_path) for i in ids])
+    table.insert(2, "report", [by_id[i].report for i in ids])
     with atomic_write(out / "flags.csv", mode="w", encoding="utf-8", newline="") as fh:
         table.sort_values("score", ascending=False).to_csv(fh, index=False)
     planted = plant_anomalies(

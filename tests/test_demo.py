@@ -24,6 +24,12 @@ def test_demo_runs_every_stage_and_reuses(tmp_path, capsys):
     assert 0 <= summary["flags"]["swap"] <= 1
     assert (tmp_path / "d" / "flags.csv").is_file()
     assert (tmp_path / "d" / "zeroshot-eval.csv").is_file()
+    gallery = json.loads((tmp_path / "d" / "retrieval.json").read_text())
+    assert gallery and all(len(g["hits"]) == 5 for g in gallery)
+    import pandas as pd
+
+    preds = pd.read_csv(tmp_path / "d" / "zeroshot-preds.csv")
+    assert {"id", "image_path", "Cardiomegaly", "true:Cardiomegaly"} <= set(preds.columns)
     assert main([*argv, "--workers", "1"]) == 0
     again = capsys.readouterr().out
     assert again.count("reusing") == 3  # phantoms, pretrain, index
