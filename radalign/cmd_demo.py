@@ -99,8 +99,11 @@ def _pretrain(args, out: Path, state: dict):
         result = pretrain(config, resume=(run_dir / "checkpoints").is_dir())
         losses = [r["train/loss"] for r in result.history if "train/loss" in r]
         val = [r for r in result.history if "val/i2t_R@10" in r]
-        numbers = {"steps": result.steps, "first_loss": losses[0], "last_loss": losses[-1]}
-        line = f"{result.steps} steps, loss {losses[0]:.2f} -> {losses[-1]:.2f}"
+        numbers = {"steps": result.steps}
+        line = f"{result.steps} steps (random initialisation)"
+        if losses:
+            numbers.update(first_loss=losses[0], last_loss=losses[-1])
+            line = f"{result.steps} steps, loss {losses[0]:.2f} -> {losses[-1]:.2f}"
         if val:
             numbers["val_i2t_R@10"] = val[-1]["val/i2t_R@10"]
             line += f", val image->report R@10 {val[-1]['val/i2t_R@10']:.2f}"
