@@ -15,7 +15,18 @@ import sys
 
 from radalign._version import __version__
 
-COMMANDS = ["models", "embed", "data", "pretrain", "index", "retrieve", "zeroshot", "flag", "demo"]
+COMMANDS = [
+    "models",
+    "embed",
+    "data",
+    "pretrain",
+    "index",
+    "retrieve",
+    "zeroshot",
+    "flag",
+    "demo",
+    "report",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

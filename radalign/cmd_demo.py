@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         ("zeroshot", _zeroshot),
         ("retrieve", _retrieve),
         ("flags", _flags),
+        ("report", _report),
     ]
     total = time.perf_counter()
     state: dict = {}
@@ -109,6 +110,7 @@ def _pretrain(args, out: Path, state: dict):
             line += f", val image->report R@10 {val[-1]['val/i2t_R@10']:.2f}"
     state["model"] = radalign.load(model_dir).eval()
     state["data"] = config.data
+    state["loss"] = config.loss
     return line, numbers
 
 
@@ -243,4 +245,22 @@ def _flags(args, out: Path, state: dict):
         f"{int(table['flagged'].sum())} of {len(table)} test pairs flagged at fpr 0.05; planted "
         f"swaps AUROC {aurocs['swap']:.3f}, laterality flips AUROC {aurocs.get('flip', float('nan')):.3f}",
         {"flagged": int(table["flagged"].sum()), "threshold": threshold, **aurocs},
+    )
+
+
+def _report(args, out: Path, state: dict):
+    from radalign.attention_maps import pointing_game_over
+    from radalign.report import write_report
+
+    loss = state["loss"]
+    scans = [(r.id, str(r.image_path), r.report) for r in state["test"]]
+    hits, total = pointing_game_over(
+        state["model"], scans, out / "phantoms" / "masks", tau1=loss.local_tau1,
+        normalize=loss.local_normalize, limit=60,
+    )  # fmt: skip
+    game = hits / total if total else float("nan")
+    page = write_report(out, model=state["model"])
+    return (
+        f"pointing game {game:.2f} ({hits}/{total} finding words); report {page}",
+        {"pointing_game": game, "pointing_hits": hits, "pointing_words": total},
     )

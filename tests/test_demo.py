@@ -16,13 +16,15 @@ def test_demo_runs_every_stage_and_reuses(tmp_path, capsys):
     argv = ["demo", "--out", str(tmp_path / "d"), "--n", "60", "--config", str(config)]
     assert main([*argv, "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    for stage in ("phantoms", "pretrain", "index", "zeroshot", "retrieve", "flags"):
+    for stage in ("phantoms", "pretrain", "index", "zeroshot", "retrieve", "flags", "report"):
         assert f"[{stage:>8}]" in out
     summary = json.loads((tmp_path / "d" / "demo.json").read_text())
     assert summary["pretrain"]["steps"] == 4
     assert 0 <= summary["zeroshot"]["macro_auroc"] <= 1
     assert 0 <= summary["flags"]["swap"] <= 1
     assert (tmp_path / "d" / "flags.csv").is_file()
+    assert (tmp_path / "d" / "report" / "index.html").is_file()
+    assert summary["report"]["pointing_words"] >= 0 and "pointing_game" in summary["report"]
     assert (tmp_path / "d" / "zeroshot-eval.csv").is_file()
     gallery = json.loads((tmp_path / "d" / "retrieval.json").read_text())
     assert gallery and all(len(g["hits"]) == 5 for g in gallery)

@@ -1,0 +1,614 @@
+"""``write_report``: one self-contained HTML page (and the same figures as PNG) for a run folder.
+
+The run folder is the output of ``radalign demo`` (or a plain ``radalign pretrain`` run: only
+``config.yaml``, ``metrics.jsonl`` and ``model/``). Each section is drawn from its own file; a
+section whose file is missing says so instead. Images are embedded as base64 data URIs, CSS is
+inline and nothing external is referenced, so the page can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from radalign import figures
+
+__all__ = ["write_report"]
+
+log = logging.getLogger(__name__)
+
+MAX_FLAGS = 20
+MAX_WORDS_PER_SCAN = 6
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1200px;
+padding:1em 2em;color:#1d1d1f;line-height:1.4}
+h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+nav a{margin-right:1em}
+pre{background:#f6f8fa;border:1px solid #e1e4e8;padding:.8em;overflow:auto;max-height:30em;
+font-size:12px}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f0f3f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.true td{background:#e6f4ea} tr.flagged td{background:#fdecea}
+img{max-width:100%} img.thumb{width:128px;height:auto;image-rendering:auto}
+.missing{color:#8a6d3b;background:#fcf8e3;border:1px solid #faebcc;padding:.5em .8em}
+.card{display:flex;gap:1em;margin:1em 0;padding:.6em;border:1px solid #e1e4e8;border-radius:6px}
+.card .report{font-size:12px;color:#444}
+.card>div:first-child{flex:0 0 auto}
+.mark{color:#1a7f37;font-weight:bold}
+"""
+
+
+@dataclass
+class _Page:
+    """The sections and images of the page being built."""
+
+    run_dir: Path
+    sections: list[tuple[str, str, str]] = field(default_factory=list)
+    images: dict[str, bytes] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    thumbs: dict[str, str] = field(default_factory=dict)
+
+    def img(self, name: str, png: bytes, alt: str, css: str = "") -> str:
+        """Store ``png`` as ``name`` and return an ``<img>`` tag embedding it."""
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        base, n = stem, 1
+        while f"{stem}.png" in self.images:
+            n += 1
+            stem = f"{base}-{n}"
+        self.images[f"{stem}.png"] = png
+        data = base64.b64encode(png).decode("ascii")
+        cls = f' class="{css}"' if css else ""
+        return f'<img{cls} src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+
+    def add(self, anchor: str, title: str, body: str) -> None:
+        self.sections.append((anchor, title, body))
+
+    def absent(self, anchor: str, title: str, what: str) -> None:
+        self.missing.append(f"{title}: {what}")
+        self.add(anchor, title, f'<p class="missing">Not available: {_e(what)}.</p>')
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    model=None,
+    n_heatmaps: int = 4,
+) -> Path:
+    """Write ``index.html`` and its PNG figures to ``out`` (default ``RUN_DIR/report``).
+
+    ``model`` (a loaded :class:`RadAlignModel`) draws the attention heatmaps; by default it is
+    loaded from the run's ``model/`` folder. The folder is written atomically; returns the path
+    of ``index.html``.
+    """
+    from radalign.encoders.atomic import atomic_dir
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    out = Path(out) if out is not None else run_dir / "report"
+    train_dir = run_dir / "pretrain" if (run_dir / "pretrain").is_dir() else run_dir
+    page = _Page(run_dir)
+    rows = _read_metrics(train_dir / "metrics.jsonl")
+    config_text = _read_text(train_dir / "config.yaml")
+
+    _summary_section(page, run_dir / "demo.json")
+    _config_section(page, train_dir / "config.yaml", config_text)
+    _loss_section(page, rows, train_dir / "metrics.jsonl")
+    _recall_section(page, rows, train_dir / "metrics.jsonl")
+    _roc_section(page, run_dir / "zeroshot-preds.csv", run_dir / "zeroshot-eval.csv")
+    _eval_section(page, run_dir / "zeroshot-eval.csv")
+    _retrieval_section(page, run_dir / "retrieval.json")
+    _flags_section(page, run_dir / "flags.csv")
+    _attention_section(page, train_dir, config_text, model, n_heatmaps)
+
+    document = _render(page, run_dir)
+    with atomic_dir(out) as tmp:
+        for name, png in page.images.items():
+            (tmp / name).write_bytes(png)
+        (tmp / "index.html").write_text(document, encoding="utf-8")
+    return out / "index.html"
+
+
+# ---------------------------------------------------------------------------------- reading
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    rows: list[dict] = []
+    text = _read_text(path)
+    for line in (text or "").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _read_csv(path: Path) -> list[dict[str, str]] | None:
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, csv.Error):
+        return None
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _resolve_image(path: str, run_dir: Path) -> Path | None:
+    """The scan at ``path``, or the same file under ``RUN_DIR/phantoms`` if the run moved."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    parts = p.parts
+    if "phantoms" in parts:
+        at = len(parts) - 1 - parts[::-1].index("phantoms")
+        moved = run_dir.joinpath("phantoms", *parts[at + 1 :])
+        if moved.is_file():
+            return moved
+    if not p.is_absolute() and (run_dir / p).is_file():
+        return run_dir / p
+    return None
+
+
+def _load_scan(path: str, run_dir: Path) -> np.ndarray | None:
+    from radalign.encoders.errors import InputError
+    from radalign.encoders.imageio import load_image
+
+    found = _resolve_image(path, run_dir)
+    if found is None:
+        return None
+    try:
+        return load_image(found)
+    except InputError as exc:
+        log.warning("report: cannot read %s: %s", found, exc)
+        return None
+
+
+def _thumb(page: _Page, scan_id: str, path: str) -> str:
+    cache = page.thumbs
+    if scan_id in cache:
+        return cache[scan_id]
+    image = _load_scan(path, page.run_dir)
+    if image is None:
+        tag = f'<span class="missing">scan not found: {_e(Path(path).name)}</span>'
+    else:
+        tag = page.img(
+            f"thumb-{scan_id[:17]}", figures.thumbnail(image), f"scan {scan_id}", "thumb"
+        )
+    cache[scan_id] = tag
+    return tag
+
+
+# ---------------------------------------------------------------------------------- sections
+def _summary_section(page: _Page, path: Path) -> None:
+    text = _read_text(path)
+    if text is None:
+        return  # not a demo run: nothing to summarise, and not worth a "missing" note
+    try:
+        summary = json.loads(text)
+    except json.JSONDecodeError:
+        page.absent("summary", "Demo summary", f"{path.name} is not valid JSON")
+        return
+    body = ["<table><thead><tr><th>stage</th><th>numbers</th><th>seconds</th></tr></thead><tbody>"]
+    for stage, numbers in summary.items():
+        if not isinstance(numbers, dict):
+            continue
+        flat = {k: v for k, v in numbers.items() if k != "seconds" and not isinstance(v, dict)}
+        desc = ", ".join(f"{k} {_fmt(v)}" for k, v in flat.items())
+        body.append(
+            f"<tr><td>{_e(stage)}</td><td>{_e(desc)}</td>"
+            f'<td class="num">{_fmt(numbers.get("seconds"), 1)}</td></tr>'
+        )
+    body.append("</tbody></table>")
+    if "total_seconds" in summary:
+        body.append(f"<p>Total: {_fmt(summary['total_seconds'], 1)} s.</p>")
+    page.add("summary", "Demo summary", "\n".join(body))
+
+
+def _config_section(page: _Page, path: Path, text: str | None) -> None:
+    if text is None:
+        page.absent("config", "Resolved config", f"no {path.name} in the run folder")
+        return
+    page.add("config", "Resolved config", f"<p>{_e(str(path))}</p><pre>{_e(text)}</pre>")
+
+
+def _loss_section(page: _Page, rows: list[dict], path: Path) -> None:
+    png = figures.loss_curves(rows) if rows else None
+    if png is None:
+        page.absent("losses", "Loss curves", f"no train/ losses in {path.name}")
+        return
+    alt = "training (solid) and validation (dashed) loss per component over steps"
+    page.add("losses", "Loss curves", page.img("loss-curves", png, alt))
+
+
+def _recall_section(page: _Page, rows: list[dict], path: Path) -> None:
+    png = figures.recall_curves(rows) if rows else None
+    if png is None:
+        page.absent("recall", "Validation recall", f"no val/ recall rows in {path.name}")
+        return
+    alt = "validation image-to-report and report-to-image recall at k over steps"
+    page.add("recall", "Validation recall", page.img("val-recall", png, alt))
+
+
+def _roc_section(page: _Page, preds_path: Path, eval_path: Path) -> None:
+    preds = _read_csv(preds_path)
+    if not preds:
+        page.absent("roc", "ROC curves", f"no {preds_path.name} in the run folder")
+        return
+    table = {r.get("class", ""): r for r in (_read_csv(eval_path) or [])}
+    classes = [c[len("true:") :] for c in preds[0] if c.startswith("true:") and c[5:] in preds[0]]
+    curves, labels, rows = {}, {}, []
+    for name in classes:
+        y = np.array([_float(r[f"true:{name}"]) for r in preds])
+        s = np.array([_float(r[name]) for r in preds])
+        ok = np.isfinite(y) & np.isfinite(s)
+        y, s = y[ok].astype(int), s[ok]
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        if n_pos == 0 or n_neg == 0:
+            rows.append((name, n_pos, n_neg, float("nan"), "", "only one label present"))
+            continue
+        from sklearn.metrics import roc_auc_score
+
+        auroc = float(roc_auc_score(y, s))
+        ev = table.get(name, {})
+        lo, hi = _float(ev.get("ci_low")), _float(ev.get("ci_high"))
+        ci = f"[{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+        curves[name] = figures.roc_points(y, s)
+        labels[name] = f"{name}: AUROC {auroc:.2f} {ci}".strip()
+        rows.append((name, n_pos, n_neg, auroc, ci, ""))
+    body = []
+    png = figures.roc_curves(curves, labels)
+    if png is not None:
+        alt = "ROC curves of the zero-shot classifier, one per finding, AUROC and 95% CI in legend"
+        body.append(page.img("roc", png, alt))
+    else:
+        body.append('<p class="missing">No finding has both positive and negative scans.</p>')
+    body.append(
+        "<table><thead><tr><th>finding</th><th>positives</th><th>negatives</th><th>AUROC</th>"
+        "<th>95% CI (bootstrap)</th><th>note</th></tr></thead><tbody>"
+    )
+    for name, n_pos, n_neg, auroc, ci, note in rows:
+        body.append(
+            f'<tr><td>{_e(name)}</td><td class="num">{n_pos}</td><td class="num">{n_neg}</td>'
+            f'<td class="num">{_fmt(auroc)}</td><td>{_e(ci)}</td><td>{_e(note)}</td></tr>'
+        )
+    body.append("</tbody></table>")
+    page.add("roc", "ROC curves (zero-shot)", "\n".join(body))
+
+
+def _eval_section(page: _Page, path: Path) -> None:
+    rows = _read_csv(path)
+    if not rows:
+        page.absent("evaluation", "Zero-shot evaluation", f"no {path.name} in the run folder")
+        return
+    page.add("evaluation", "Zero-shot evaluation", _table(rows))
+
+
+def _retrieval_section(page: _Page, path: Path) -> None:
+    text = _read_text(path)
+    try:
+        gallery = json.loads(text) if text is not None else None
+    except json.JSONDecodeError:
+        gallery = None
+    if not gallery:
+        page.absent("retrieval", "Retrieval gallery", f"no usable {path.name} in the run folder")
+        return
+    body = ["<p>Top reports retrieved for each test scan; the scan's own report is marked ✓.</p>"]
+    for item in gallery:
+        scan_id = str(item.get("id", ""))
+        thumb = _thumb(page, scan_id, str(item.get("image_path", "")))
+        rows = [
+            "<table><thead><tr><th>rank</th><th>score</th><th>true</th><th>report</th>"
+            "</tr></thead><tbody>"
+        ]
+        for hit in item.get("hits", []):
+            true = bool(hit.get("matches_true_report"))
+            rows.append(
+                f'<tr{" class=true" if true else ""}><td class="num">{_e(hit.get("rank", ""))}</td>'
+                f'<td class="num">{_fmt(hit.get("score"))}</td>'
+                f"<td>{'<span class=mark>✓</span>' if true else ''}</td>"
+                f"<td>{_e(hit.get('report', ''))}</td></tr>"
+            )
+        rows.append("</tbody></table>")
+        if not any(h.get("matches_true_report") for h in item.get("hits", [])):
+            rows.append("<p><small>The scan's own report is not among these hits.</small></p>")
+        body.append(
+            f'<div class="card"><div>{thumb}</div><div><b>{_e(scan_id)}</b>'
+            f'<p class="report">True report: {_e(item.get("true_report", ""))}</p>'
+            f"{''.join(rows)}</div></div>"
+        )
+    page.add("retrieval", "Retrieval gallery", "\n".join(body))
+
+
+def _flags_section(page: _Page, path: Path) -> None:
+    rows = _read_csv(path)
+    if not rows:
+        page.absent("flags", "Flagged pairs", f"no {path.name} in the run folder")
+        return
+    rows = sorted(rows, key=lambda r: -_nan_low(_float(r.get("score"))))[:MAX_FLAGS]
+    n_flagged = sum(str(r.get("flagged", "")).lower() == "true" for r in rows)
+    body = [
+        f"<p>Top {len(rows)} image–report pairs by mismatch score ({n_flagged} of them flagged)."
+        "</p><table><thead><tr><th>scan</th><th>score</th><th>flagged</th><th>similarity</th>"
+        "<th>neighbour mean</th><th>rank</th><th>explanation</th><th>report</th></tr></thead>"
+        "<tbody>"
+    ]
+    for r in rows:
+        flagged = str(r.get("flagged", "")).lower() == "true"
+        thumb = _thumb(page, str(r.get("id", "")), str(r.get("image_path", "")))
+        body.append(
+            f"<tr{' class=flagged' if flagged else ''}><td>{thumb}<br>"
+            f"<small>{_e(str(r.get('id', ''))[:17])}</small></td>"
+            f'<td class="num">{_fmt(r.get("score"))}</td><td>{"yes" if flagged else "no"}</td>'
+            f'<td class="num">{_fmt(r.get("similarity"))}</td>'
+            f'<td class="num">{_fmt(r.get("neighbour_mean"))}</td>'
+            f'<td class="num">{_e(r.get("rank", ""))}</td><td>{_e(r.get("explanation", ""))}</td>'
+            f'<td class="report">{_e(r.get("report", ""))}</td></tr>'
+        )
+    body.append("</tbody></table>")
+    page.add("flags", "Flagged pairs", "\n".join(body))
+
+
+def _scan_candidates(run_dir: Path) -> list[tuple[str, str, str]]:
+    """(id, image path, report) of test scans from retrieval.json and flags.csv, deduplicated."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    try:
+        gallery = json.loads(_read_text(run_dir / "retrieval.json") or "[]")
+    except json.JSONDecodeError:
+        gallery = []
+    for item in gallery if isinstance(gallery, list) else []:
+        if item.get("id") and item.get("true_report"):
+            seen.setdefault(
+                str(item["id"]), (str(item["id"]), item["image_path"], item["true_report"])
+            )
+    for r in _read_csv(run_dir / "flags.csv") or []:
+        if r.get("id") and r.get("report"):
+            seen.setdefault(r["id"], (r["id"], r.get("image_path", ""), r["report"]))
+    return list(seen.values())
+
+
+def _dataset_candidates(config_path: Path) -> tuple[list[tuple[str, str, str]], Path | None]:
+    """Test (else validation) pairs of the run's dataset, and its phantom mask folder.
+
+    Used for a plain ``radalign pretrain`` run, which lists no test scans of its own. Phantoms
+    are never generated here: a phantom dataset that is not on disk gives no candidates.
+    """
+    from radalign.pretrain.config import load_train_config
+    from radalign.pretrain.data import load_pairs
+
+    data = load_train_config(config_path).data
+    masks = None
+    if data.source == "phantoms":
+        base = Path(data.phantoms_dir)
+        if not (base / data.phantoms_layout).is_dir():
+            return [], None
+        masks = base / "masks"
+    pairs = load_pairs(data)
+    records = pairs.split("test") or pairs.split(data.val_split)
+    found = [(r.id, str(r.image_path), r.report) for r in records if r.image_path and r.report]
+    return found, masks
+
+
+def _load_masks(masks_dir: Path | None, scan_id: str) -> dict[str, np.ndarray]:
+    if masks_dir is None:
+        return {}
+    from radalign.attention_maps import load_masks
+
+    path = masks_dir / f"{scan_id}.npz"
+    if not path.is_file():
+        return {}
+    try:
+        return load_masks(path)
+    except (OSError, ValueError) as exc:
+        log.warning("report: cannot read masks %s: %s", path, exc)
+        return {}
+
+
+def _attention_section(
+    page: _Page, train_dir: Path, config_text: str | None, model, n_heatmaps: int
+) -> None:
+    from radalign.attention_maps import finding_label, pointing_game, to_image, word_attention
+
+    title = "Word–region attention"
+    if n_heatmaps <= 0:
+        page.absent("attention", title, "heatmaps turned off (--heatmaps 0)")
+        return
+    run_dir = page.run_dir
+    if model is None:
+        from radalign.encoders.checkpoint import is_pretrained_dir
+
+        if not is_pretrained_dir(train_dir / "model"):
+            page.absent("attention", title, f"no saved model in {train_dir / 'model'}")
+            return
+    candidates = _scan_candidates(run_dir)
+    masks_dir: Path | None = run_dir / "phantoms" / "masks"
+    source = "the run's test scans"
+    if not candidates and config_text is not None:
+        try:
+            candidates, masks_dir = _dataset_candidates(train_dir / "config.yaml")
+            source = "test scans of the run's dataset"
+        except Exception as exc:  # the dataset may be gone or moved; the report goes on
+            log.warning("report: cannot list the run's dataset: %s", exc)
+    if not candidates:
+        page.absent(
+            "attention", title, "no test scans with reports (retrieval.json, flags.csv, dataset)"
+        )
+        return
+    if model is None:
+        import radalign
+
+        model = radalign.load(train_dir / "model").eval()
+    tau1, normalize = _local_params(config_text)
+
+    def priority(c: tuple[str, str, str]) -> int:
+        masks = _load_masks(masks_dir, c[0])
+        labels = {finding_label(w) for w in re.findall(r"[A-Za-z]+", c[2])}
+        return -(2 * len(labels & set(masks)) + bool(masks) + bool(labels - {None}))
+
+    ordered = sorted(candidates[:500], key=priority)
+    body = [
+        f"<p>Attention of each finding word over the image regions of {source} (GLoRIA's "
+        f"softmax<sub>r</sub>(τ1·w·v), τ1 = {tau1:g}), upsampled to the scan; the planted "
+        "finding's mask is outlined in white when the phantom has it. Pointing game: the "
+        "attention peak falls inside the planted mask of the word's finding.</p>"
+    ]
+    table = [
+        "<table><thead><tr><th>scan</th><th>finding words</th><th>pointing game hits</th>"
+        "</tr></thead><tbody>"
+    ]
+    hits = total = shown = 0
+    for scan_id, path, report in ordered:
+        if shown >= n_heatmaps:
+            break
+        found = _resolve_image(path, run_dir)
+        if found is None:
+            continue
+        try:
+            image, words, maps = word_attention(
+                model, found, report, tau1=tau1, normalize=normalize
+            )
+        except Exception as exc:  # one unreadable scan must not sink the report
+            log.warning("report: attention for %s failed: %s", scan_id, exc)
+            continue
+        masks = _load_masks(masks_dir, scan_id)
+        picked, seen = [], set()
+        for k, word in enumerate(words):
+            label = finding_label(word)
+            if label and word.lower() not in seen and len(picked) < MAX_WORDS_PER_SCAN:
+                seen.add(word.lower())
+                picked.append((k, word, label))
+        if not picked:
+            continue
+        h, s = pointing_game(maps, words, masks)
+        hits, total = hits + h, total + s
+        panels = []
+        for k, word, label in picked:
+            mask = masks.get(label)
+            if mask is not None and mask.shape != image.shape:
+                mask = _resize_mask(mask, image.shape)
+            note = "not planted"
+            if mask is not None:
+                inside, _ = pointing_game(maps[k : k + 1], [word], {label: masks[label]})
+                note = "planted; peak " + ("inside" if inside else "outside")
+            panels.append((f'"{word}" → {label}\n({note})', to_image(maps[k], image.shape), mask))
+        png = figures.attention_figure(image, panels, title=scan_id)
+        alt = f"attention maps of the words {', '.join(w for _, w, _ in picked)} on scan {scan_id}"
+        body.append(f"<h3>{_e(scan_id)}</h3><p class='report'>{_e(report)}</p>")
+        body.append(page.img(f"attention-{shown + 1}", png, alt))
+        table.append(
+            f"<tr><td>{_e(scan_id)}</td><td>{_e(', '.join(w for _, w, _ in picked))}</td>"
+            f'<td class="num">{h} / {s}</td></tr>'
+        )
+        shown += 1
+    if not shown:
+        page.absent("attention", title, "no readable test scan whose report names a finding")
+        return
+    table.append(
+        f'<tr><th>all</th><th></th><th class="num">{hits} / {total}'
+        f"{f' ({hits / total:.0%})' if total else ''}</th></tr></tbody></table>"
+    )
+    page.add("attention", title, "\n".join(body[:1] + table + body[1:]))
+
+
+def _local_params(config_text: str | None) -> tuple[float, bool]:
+    """``loss.local_tau1`` and ``loss.local_normalize`` of the run (defaults 4.0, False)."""
+    import yaml
+
+    try:
+        loss = (yaml.safe_load(config_text or "") or {}).get("loss") or {}
+        return float(loss.get("local_tau1", 4.0)), bool(loss.get("local_normalize", False))
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return 4.0, False
+
+
+def _resize_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    rows = (np.arange(shape[0]) * mask.shape[0] // shape[0]).clip(0, mask.shape[0] - 1)
+    cols = (np.arange(shape[1]) * mask.shape[1] // shape[1]).clip(0, mask.shape[1] - 1)
+    return mask[np.ix_(rows, cols)]
+
+
+# ---------------------------------------------------------------------------------- HTML
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _nan_low(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+def _fmt(value, digits: int = 3) -> str:
+    """A number for a table cell: integers as is, floats to ``digits`` places, NaN as a dash."""
+    if value is None:
+        return ""
+    if isinstance(value, bool | int):
+        return _e(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"-?\d+", text):
+            return text
+        x = _float(text)
+        if math.isnan(x) and text.lower() != "nan":
+            return _e(value)
+    else:
+        x = _float(value)
+    return f"{x:.{digits}f}" if math.isfinite(x) else "–"
+
+
+def _table(rows: list[dict[str, str]]) -> str:
+    cols = list(rows[0])
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            numeric = math.isfinite(_float(v)) or str(v).lower() == "nan"
+            cls = ' class="num"' if numeric else ""
+            cells.append(f"<td{cls}>{_fmt(v) if numeric else _e(v)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _render(page: _Page, run_dir: Path) -> str:
+    nav = " ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, _ in page.sections)
+    missing = ""
+    if page.missing:
+        items = "".join(f"<li>{_e(m)}</li>" for m in page.missing)
+        missing = f'<div class="missing"><b>Missing from this run:</b><ul>{items}</ul></div>'
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>radalign report: {_e(run_dir.name)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>radalign report</h1><p>Run folder: <code>{_e(str(run_dir))}</code></p>",
+        f"<nav>{nav}</nav>",
+        missing,
+    ]
+    for anchor, title, body in page.sections:
+        parts.append(f'<section id="{anchor}"><h2>{_e(title)}</h2>\n{body}\n</section>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
