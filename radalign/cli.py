@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its AVX probing is noise
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
