@@ -97,7 +97,7 @@ def test_choose_index_helpers() -> None:
     assert default_search_params("HNSW32,Flat") == {"efSearch": 128}
     p = default_search_params("IVF4096,PQ64x8,RFlat")
     assert p["k_factor"] >= 1 and 8 <= p["nprobe"] <= 4096
-    assert default_search_params("IVF64,Flat")["nprobe"] == 8
+    assert default_search_params("IVF64,Flat")["nprobe"] == 16
     for n, dim in [(1_000, 64), (100_000, 512), (2_000_000, 512), (20_000, 100)]:
         f = choose_index(n, dim, memory_budget_bytes=500 << 20)
         faiss.index_factory(dim, split_refine(f)[0], faiss.METRIC_INNER_PRODUCT)  # valid string
