@@ -139,7 +139,13 @@ def _zeroshot(args, out: Path, state: dict):
     model, test = state["model"], state["test"]
     images = embed_images(model, [r.image_path for r in test], [r.id for r in test], progress=False)
     texts = embed_texts(model, [r.report for r in test], [r.id for r in test], progress=False)
-    state["image_emb"], state["text_emb"] = images, texts
+    state["image_emb"] = images
+    # the test pairs whose scan and report both embedded, aligned row by row
+    text_row = {i: n for n, i in enumerate(texts.metadata["id"])}
+    image_rows = [n for n, i in enumerate(images.metadata["id"]) if i in text_row]
+    state["pair_ids"] = [images.metadata["id"].iloc[n] for n in image_rows]
+    state["pair_u"] = images.vectors[image_rows]
+    state["pair_t"] = texts.vectors[[text_row[i] for i in state["pair_ids"]]]
     clf = PromptClassifier(model, "chexpert")
     state["classifier"] = clf
     probs = clf.predict(images.vectors, images.metadata["id"].tolist())
@@ -176,7 +182,7 @@ def _retrieve(args, out: Path, state: dict):
     from radalign.encoders.atomic import atomic_write
     from radalign.retrieval.evaluate import recall_at_k
 
-    index, images, texts = state["index"], state["image_emb"], state["text_emb"]
+    index, images = state["index"], state["image_emb"]
     by_id = {r.id: r for r in state["test"]}
     n_show = min(6, len(images))
     res = index.search(images.vectors[:n_show], min(5, len(index)))
@@ -196,11 +202,8 @@ def _retrieve(args, out: Path, state: dict):
             lines.append(f'{rec.id[:8]} -> "{hits[0]["report"][:60]}..."')
     with atomic_write(out / "retrieval.json", mode="w", encoding="utf-8") as fh:
         json.dump(gallery, fh, indent=2)
-    rows = {i: n for n, i in enumerate(texts.metadata["id"])}
-    keep = [n for n, i in enumerate(images.metadata["id"]) if i in rows]
-    u = images.vectors[keep]
-    t = texts.vectors[[rows[images.metadata["id"].iloc[n]] for n in keep]]
-    recall = recall_at_k(u, t)["query_to_gallery"]
+    u = state["pair_u"]
+    recall = recall_at_k(u, state["pair_t"])["query_to_gallery"]
     return (
         f"test image->report R@1 {recall['R@1']:.2f}, R@10 {recall['R@10']:.2f} "
         f"({len(u)} pairs); e.g. " + "; ".join(lines),
@@ -220,12 +223,8 @@ def _flags(args, out: Path, state: dict):
     )
 
     model, test = state["model"], state["test"]
-    images, texts = state["image_emb"], state["text_emb"]
     by_id = {r.id: r for r in test}
-    rows = {i: n for n, i in enumerate(texts.metadata["id"])}
-    ids = [i for i in images.metadata["id"] if i in rows]
-    u = images.vectors[[n for n, i in enumerate(images.metadata["id"]) if i in rows]]
-    t = texts.vectors[[rows[i] for i in ids]]
+    ids, u, t = state["pair_ids"], state["pair_u"], state["pair_t"]
     studies = [by_id[i].study_id for i in ids]
     scorer = MismatchScorer(state["index"])
     table, threshold = flag_pairs(scorer, state["classifier"], u, t, study_ids=studies)
