@@ -1,9 +1,13 @@
 """``radalign demo``: the whole product on synthetic phantoms, offline, on CPU, one command.
 
 Stages (each prints one line; a stage whose output is already in ``--out`` is reused):
-phantoms -> pretrain -> report index -> zero-shot on the test scans -> retrieval for a few test
-scans -> mismatch flags with planted swaps and laterality flips. ``demo.json`` in ``--out``
-keeps every number and each stage's time.
+phantoms -> pretrain -> report index -> zero-shot on the test scans -> retrieval for the test
+scans -> mismatch flags with planted swaps and laterality flips -> run report. ``demo.json`` in
+``--out`` keeps every number and each stage's time.
+
+Training uses ``phantoms/`` (seed 0: train and validation splits); every test number comes from
+``phantoms-test/``, a fresh set drawn with another seed (:data:`TEST_SEED`), so no test scan,
+report or patient was seen in training.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+TRAIN_SEED, TEST_SEED = 0, 1
 EXAMPLES = """examples:
   radalign demo                          # into runs/demo-all
   radalign demo --out runs/d --steps 300 # longer pretraining
@@ -30,7 +35,8 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="runs/demo-all", help="folder for everything (reused)")
-    p.add_argument("--n", type=int, default=2000, help="phantom studies to generate")
+    p.add_argument("--n", type=int, default=2000, help="phantom studies to train on")
+    p.add_argument("--n-test", type=int, default=300, help="fresh phantom studies to test on")
     p.add_argument("--steps", type=int, default=None, help="pretraining steps (config: 150)")
     p.add_argument("--config", default="demo", help="pretraining config (shipped: demo)")
     p.add_argument("--workers", type=int, default=2, help="data loader workers")
@@ -70,14 +76,24 @@ def run(args: argparse.Namespace) -> int:
 def _phantoms(args, out: Path, state: dict):
     from radalign.pretrain.phantoms import synthesize
 
-    root = out / "phantoms"
-    if (root / "jpg").is_dir():
-        return f"reusing {root}", {"reused": True}
-    s = synthesize(root, n=args.n, seed=0, layouts=("jpg",), workers=max(args.workers, 1))
-    return (
-        f"{s.n_studies} phantom studies ({s.n_images} images, {s.n_patients} patients) in {root}",
-        {"studies": s.n_studies, "images": s.n_images},
+    sets = {
+        "train": (out / "phantoms", args.n, TRAIN_SEED, (0.9, 0.1, 0.0)),
+        "test": (out / "phantoms-test", args.n_test, TEST_SEED, (0.0, 0.0, 1.0)),
+    }
+    made = {}
+    for name, (root, n, seed, fractions) in sets.items():
+        if not (root / "jpg").is_dir():
+            made[name] = synthesize(root, n=n, seed=seed, layouts=("jpg",),
+                                    split_fractions=fractions, workers=max(args.workers, 1))  # fmt: skip
+    if not made:
+        return f"reusing {out / 'phantoms'} and {out / 'phantoms-test'}", {"reused": True}
+    numbers = {f"{k}_studies": v.n_studies for k, v in made.items()}
+    numbers.update({f"{k}_images": v.n_images for k, v in made.items()})
+    line = "; ".join(
+        f"{v.n_studies} {k} studies ({v.n_images} images, seed {sets[k][2]}) in {sets[k][0]}"
+        for k, v in made.items()
     )
+    return line, numbers
 
 
 def _pretrain(args, out: Path, state: dict):
@@ -115,12 +131,15 @@ def _pretrain(args, out: Path, state: dict):
 
 
 def _index(args, out: Path, state: dict):
+    import dataclasses
+
     from radalign.pretrain.data import load_pairs
     from radalign.retrieval.build import build_index
     from radalign.retrieval.search import open_index
 
     pairs = load_pairs(state["data"])
-    state["test"] = pairs.split("test")
+    test_data = dataclasses.replace(state["data"], phantoms_dir=str(out / "phantoms-test"))
+    state["test"] = load_pairs(test_data).split("test")
     index_dir = out / "report-index"
     if (index_dir / "index.json").is_file():
         state["index"] = open_index(state["model"], index_dir)
@@ -149,7 +168,7 @@ def _zeroshot(args, out: Path, state: dict):
     clf = PromptClassifier(model, "chexpert")
     state["classifier"] = clf
     probs = clf.predict(images.vectors, images.metadata["id"].tolist())
-    truth = _phantom_truth(out / "phantoms", clf.classes)
+    truth = _phantom_truth(out / "phantoms-test", clf.classes)
     table = evaluate(probs, truth.reindex(probs.index), n_boot=200)
     with atomic_write(out / "zeroshot-eval.csv", mode="w", encoding="utf-8", newline="") as fh:
         table.to_csv(fh, index=False)
@@ -170,12 +189,12 @@ def _zeroshot(args, out: Path, state: dict):
     )
 
 
-def _phantom_truth(root: Path, classes: list[str]):
-    """The planted (true) labels of the phantoms, one row per image id."""
+def _phantom_truth(root: Path, classes: list[str], key: str = "dicom_id"):
+    """The planted (true) labels of the phantoms, one row per image id (or per ``key``)."""
     import pandas as pd
 
-    truth = pd.read_csv(root / "phantom-truth.csv.gz", dtype={"dicom_id": str})
-    return truth.set_index("dicom_id")[[c for c in classes if c in truth.columns]]
+    truth = pd.read_csv(root / "phantom-truth.csv.gz", dtype={"dicom_id": str, "study_id": str})
+    return truth.set_index(key)[[c for c in classes if c in truth.columns]]
 
 
 def _retrieve(args, out: Path, state: dict):
@@ -184,11 +203,10 @@ def _retrieve(args, out: Path, state: dict):
 
     index, images = state["index"], state["image_emb"]
     by_id = {r.id: r for r in state["test"]}
-    n_show = min(6, len(images))
-    res = index.search(images.vectors[:n_show], min(5, len(index)))
+    res = index.search(images.vectors, min(5, len(index)))
     meta = index.metadata
     gallery, lines = [], []
-    for i in range(n_show):
+    for i in range(min(6, len(images))):
         rec = by_id[images.metadata["id"].iloc[i]]
         hits = []
         for rank, (row, score) in enumerate(zip(res.indices[i], res.scores[i], strict=True), 1):
@@ -202,13 +220,33 @@ def _retrieve(args, out: Path, state: dict):
             lines.append(f'{rec.id[:8]} -> "{hits[0]["report"][:60]}..."')
     with atomic_write(out / "retrieval.json", mode="w", encoding="utf-8") as fh:
         json.dump(gallery, fh, indent=2)
+    precision = _label_match_precision(out, images.metadata["id"].tolist(), meta, res.indices)
     u = state["pair_u"]
     recall = recall_at_k(u, state["pair_t"])["query_to_gallery"]
     return (
         f"test image->report R@1 {recall['R@1']:.2f}, R@10 {recall['R@10']:.2f} "
-        f"({len(u)} pairs); e.g. " + "; ".join(lines),
-        {"i2t_recall": recall},
+        f"({len(u)} pairs); label-match P@5 {precision:.2f} over {len(index)} indexed reports; "
+        f"e.g. " + "; ".join(lines),
+        {"i2t_recall": recall, "label_match_P@5": precision},
     )
+
+
+def _label_match_precision(out: Path, query_ids: list[str], meta, hits: np.ndarray) -> float:
+    """Share of each test scan's top retrieved training reports whose study has exactly the
+    scan's planted findings (the same set of positive labels), averaged over scans."""
+    from radalign.encoders.labels import CHEXPERT_LABELS
+
+    def label_sets(root: Path, key: str) -> dict[str, frozenset]:
+        truth = _phantom_truth(root, list(CHEXPERT_LABELS), key=key)
+        truth = truth[~truth.index.duplicated()]
+        return {i: frozenset(truth.columns[row == 1]) for i, row in zip(truth.index, truth.values)}
+
+    query = label_sets(out / "phantoms-test", "dicom_id")
+    studies = label_sets(out / "phantoms", "study_id")
+    found = [studies.get(str(s)) for s in meta["study_id"]]
+    scores = [np.mean([found[int(j)] == query[q] for j in row if j >= 0])
+              for q, row in zip(query_ids, hits)]  # fmt: skip
+    return float(np.mean(scores))
 
 
 def _flags(args, out: Path, state: dict):
@@ -254,7 +292,7 @@ def _report(args, out: Path, state: dict):
     loss = state["loss"]
     scans = [(r.id, str(r.image_path), r.report) for r in state["test"]]
     hits, total = pointing_game_over(
-        state["model"], scans, out / "phantoms" / "masks", tau1=loss.local_tau1,
+        state["model"], scans, out / "phantoms-test" / "masks", tau1=loss.local_tau1,
         normalize=loss.local_normalize, limit=60,
     )  # fmt: skip
     game = hits / total if total else float("nan")

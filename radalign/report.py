@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 MAX_FLAGS = 20
 MAX_WORDS_PER_SCAN = 6
+PHANTOM_FOLDERS = (
+    "phantoms-test",
+    "phantoms",
+)  # the demo's fresh test phantoms, its training phantoms
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1200px;
@@ -158,16 +162,18 @@ def _float(value) -> float:
 
 
 def _resolve_image(path: str, run_dir: Path) -> Path | None:
-    """The scan at ``path``, or the same file under ``RUN_DIR/phantoms`` if the run moved."""
+    """The scan at ``path``, or the same file under ``RUN_DIR/phantoms`` (or ``phantoms-test``)
+    if the run moved."""
     p = Path(path)
     if p.is_file():
         return p
     parts = p.parts
-    if "phantoms" in parts:
-        at = len(parts) - 1 - parts[::-1].index("phantoms")
-        moved = run_dir.joinpath("phantoms", *parts[at + 1 :])
-        if moved.is_file():
-            return moved
+    for folder in PHANTOM_FOLDERS:
+        if folder in parts:
+            at = len(parts) - 1 - parts[::-1].index(folder)
+            moved = run_dir.joinpath(folder, *parts[at + 1 :])
+            if moved.is_file():
+                return moved
     if not p.is_absolute() and (run_dir / p).is_file():
         return run_dir / p
     return None
@@ -390,7 +396,7 @@ def _scan_candidates(run_dir: Path) -> list[tuple[str, str, str]]:
     return list(seen.values())
 
 
-def _dataset_candidates(config_path: Path) -> tuple[list[tuple[str, str, str]], Path | None]:
+def _dataset_candidates(config_path: Path) -> tuple[list[tuple[str, str, str]], list[Path]]:
     """Test (else validation) pairs of the run's dataset, and its phantom mask folder.
 
     Used for a plain ``radalign pretrain`` run, which lists no test scans of its own. Phantoms
@@ -400,26 +406,25 @@ def _dataset_candidates(config_path: Path) -> tuple[list[tuple[str, str, str]], 
     from radalign.pretrain.data import load_pairs
 
     data = load_train_config(config_path).data
-    masks = None
+    masks = []
     if data.source == "phantoms":
         base = Path(data.phantoms_dir)
         if not (base / data.phantoms_layout).is_dir():
-            return [], None
-        masks = base / "masks"
+            return [], []
+        masks = [base / "masks"]
     pairs = load_pairs(data)
     records = pairs.split("test") or pairs.split(data.val_split)
     found = [(r.id, str(r.image_path), r.report) for r in records if r.image_path and r.report]
     return found, masks
 
 
-def _load_masks(masks_dir: Path | None, scan_id: str) -> dict[str, np.ndarray]:
-    if masks_dir is None:
-        return {}
+def _load_masks(masks_dirs: list[Path], scan_id: str) -> dict[str, np.ndarray]:
     from radalign.attention_maps import load_masks
 
-    path = masks_dir / f"{scan_id}.npz"
-    if not path.is_file():
+    found = [d / f"{scan_id}.npz" for d in masks_dirs if (d / f"{scan_id}.npz").is_file()]
+    if not found:
         return {}
+    path = found[0]
     try:
         return load_masks(path)
     except (OSError, ValueError) as exc:
@@ -444,11 +449,11 @@ def _attention_section(
             page.absent("attention", title, f"no saved model in {train_dir / 'model'}")
             return
     candidates = _scan_candidates(run_dir)
-    masks_dir: Path | None = run_dir / "phantoms" / "masks"
+    masks_dirs = [run_dir / folder / "masks" for folder in PHANTOM_FOLDERS]
     source = "the run's test scans"
     if not candidates and config_text is not None:
         try:
-            candidates, masks_dir = _dataset_candidates(train_dir / "config.yaml")
+            candidates, masks_dirs = _dataset_candidates(train_dir / "config.yaml")
             source = "test scans of the run's dataset"
         except Exception as exc:  # the dataset may be gone or moved; the report goes on
             log.warning("report: cannot list the run's dataset: %s", exc)
@@ -464,7 +469,7 @@ def _attention_section(
     tau1, normalize = _local_params(config_text)
 
     def priority(c: tuple[str, str, str]) -> int:
-        masks = _load_masks(masks_dir, c[0])
+        masks = _load_masks(masks_dirs, c[0])
         labels = {finding_label(w) for w in re.findall(r"[A-Za-z]+", c[2])}
         return -(2 * len(labels & set(masks)) + bool(masks) + bool(labels - {None}))
 
@@ -493,7 +498,7 @@ def _attention_section(
         except Exception as exc:  # one unreadable scan must not sink the report
             log.warning("report: attention for %s failed: %s", scan_id, exc)
             continue
-        masks = _load_masks(masks_dir, scan_id)
+        masks = _load_masks(masks_dirs, scan_id)
         picked, seen = [], set()
         for k, word in enumerate(words):
             label = finding_label(word)
