@@ -130,8 +130,14 @@ def embed_texts(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
+    text_cache=None,
 ) -> Embeddings:
-    """Global embeddings of report texts; empty or non-UTF-8 texts are skipped and listed."""
+    """Global embeddings of report texts; empty or non-UTF-8 texts are skipped and listed.
+
+    Reports are batched shortest first (little padding) and returned in the given order.
+    ``text_cache`` (a :class:`~radalign.pretrain.frozen_text.FrozenTextCache` of this model's
+    report tower, valid only while that tower is frozen) supplies tower outputs it already holds.
+    """
     ids = [str(i) for i in (ids if ids is not None else range(len(texts)))]
     device = torch.device(device) if device is not None else model.device
     model.eval()
@@ -141,18 +147,26 @@ def embed_texts(
             good.append((i, check_report_text(text, i)))
         except InputError as err:
             skipped.add_error(err)
+    order = sorted(range(len(good)), key=lambda n: len(good[n][1]))
     vectors = []
     for start in tqdm(
-        range(0, len(good), batch_size),
+        range(0, len(order), batch_size),
         desc="embedding reports",
         unit="batch",
         disable=not progress,
     ):
-        chunk = [t for _, t in good[start : start + batch_size]]
+        chunk = [good[n][1] for n in order[start : start + batch_size]]
+        if text_cache is not None:
+            features = model.text_features({}, text_cache(chunk, device))
+            vectors.append(features.embedding.float().cpu().numpy())
+            continue
         tokens = {k: v.to(device) for k, v in model.tokenize(chunk).items()}
         vectors.append(model.encode_text(tokens).float().cpu().numpy())
+    x = _stack(vectors, model)
+    if len(order):
+        x = x[np.argsort(order)]
     meta = pd.DataFrame({"id": [i for i, _ in good], "text": [t for _, t in good]})
-    return Embeddings(_stack(vectors, model), meta, skipped, model.fingerprint(), "report")
+    return Embeddings(x, meta, skipped, model.fingerprint(), "report")
 
 
 def check_report_text(text, where: str = "") -> str:

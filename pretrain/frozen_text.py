@@ -18,11 +18,19 @@ from torch import Tensor
 class FrozenTextCache:
     """``cache(reports, device)`` -> the tower's (pooled, words, word mask) for those reports."""
 
-    def __init__(self, model, max_reports: int = 200_000, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model,
+        max_reports: int = 200_000,
+        batch_size: int = 64,
+        rows: dict[str, tuple[Tensor, Tensor]] | None = None,
+    ) -> None:
+        """``rows``: features already computed by the same frozen tower (e.g. another cache's
+        ``rows`` from training, reused by a reloaded copy of the trained model)."""
         self.model = model
         self.max_reports = max_reports
         self.batch_size = batch_size
-        self.rows: dict[str, tuple[Tensor, Tensor]] = {}
+        self.rows: dict[str, tuple[Tensor, Tensor]] = rows if rows is not None else {}
         self.hits = self.misses = 0
 
     @torch.no_grad()

@@ -51,6 +51,8 @@ class TrainResult:
     steps: int
     history: list[dict]
     skipped: SkipLog
+    text_cache: FrozenTextCache | None = None
+    """The frozen report tower's features per training report (``optim.freeze_text`` only)."""
 
 
 def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> TrainResult:
@@ -186,7 +188,16 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.3f}")
                 window, tick = {}, time.perf_counter()
             if state.step % config.eval_every == 0 or state.step == config.max_steps:
-                _validate(accelerator, model, val_records, config, state.step, run_dir, history)
+                _validate(
+                    accelerator,
+                    model,
+                    val_records,
+                    config,
+                    state.step,
+                    run_dir,
+                    history,
+                    text_cache,
+                )
             if state.step % config.save_every == 0 or state.step == config.max_steps:
                 _save(accelerator, run_dir, model, optimizer, scheduler, state, config)
             if state.step >= config.max_steps:
@@ -202,7 +213,7 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
         skipped.write_csv(run_dir / "skipped.csv")
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(run_dir, model_dir, state.step, history, skipped)
+    return TrainResult(run_dir, model_dir, state.step, history, skipped, text_cache)
 
 
 def train_step(
@@ -374,10 +385,10 @@ def _log(accelerator, run_dir: Path, step: int, row: dict, history: list[dict]) 
             fh.write(json.dumps(row) + "\n")
 
 
-def _validate(accelerator, model, records, config, step, run_dir, history) -> None:
+def _validate(accelerator, model, records, config, step, run_dir, history, text_cache) -> None:
     if records and accelerator.is_main_process:
         with torch.random.fork_rng(devices=[]):  # validating must not change training's RNG
-            metrics = validate(accelerator.unwrap_model(model), records, config)
+            metrics = validate(accelerator.unwrap_model(model), records, config, text_cache)
         _log(accelerator, run_dir, step, {f"val/{k}": v for k, v in metrics.items()}, history)
     accelerator.wait_for_everyone()
 

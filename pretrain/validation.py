@@ -19,8 +19,9 @@ def recall_at_k(similarity: torch.Tensor, ks=KS) -> dict[int, float]:
 
 
 @torch.inference_mode()
-def validate(model, records, config) -> dict[str, float]:
-    """Loss and Recall@K on up to ``config.data.max_val_pairs`` pairs of the val split."""
+def validate(model, records, config, text_cache=None) -> dict[str, float]:
+    """Loss and Recall@K on up to ``config.data.max_val_pairs`` pairs of the val split
+    (``text_cache``: the frozen report tower's features, see :mod:`.frozen_text`)."""
     from radalign.pretrain.objective import Objective
 
     was_training = model.training
@@ -41,7 +42,8 @@ def validate(model, records, config) -> dict[str, float]:
         if "pixels" not in batch or len(batch["index"]) < 2:
             continue
         tokens = {k: v.to(device) for k, v in batch["tokens"].items()}
-        img, txt = model(batch["pixels"].to(device), tokens)
+        cached = text_cache(batch["reports"], device) if text_cache is not None else None
+        img, txt = model(batch["pixels"].to(device), tokens, cached)
         _, parts = objective(img, txt, model.logit_scale)
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + float(value)

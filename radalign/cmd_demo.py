@@ -125,6 +125,12 @@ def _pretrain(args, out: Path, state: dict):
             numbers["val_i2t_R@10"] = val[-1]["val/i2t_R@10"]
             line += f", val image->report R@10 {val[-1]['val/i2t_R@10']:.2f}"
     state["model"] = radalign.load(model_dir).eval()
+    state["text_cache"] = None
+    if config.optim.freeze_text:  # the report tower is the shipped one: reuse its features
+        from radalign.pretrain.frozen_text import FrozenTextCache
+
+        rows = result.text_cache.rows if not numbers.get("reused") and result.text_cache else None
+        state["text_cache"] = FrozenTextCache(state["model"], rows=rows)
     state["data"] = config.data
     state["loss"] = config.loss
     return line, numbers
@@ -144,7 +150,13 @@ def _index(args, out: Path, state: dict):
     if (index_dir / "index.json").is_file():
         state["index"] = open_index(state["model"], index_dir)
         return f"reusing {index_dir}", {"reused": True}
-    index = build_index(state["model"], pairs.split("train"), kind="reports", out=index_dir)
+    index = build_index(
+        state["model"],
+        pairs.split("train"),
+        kind="reports",
+        out=index_dir,
+        text_cache=state["text_cache"],
+    )
     state["index"] = index
     return f"{len(index)} training reports indexed in {index_dir}", {"reports": len(index)}
 
@@ -157,7 +169,8 @@ def _zeroshot(args, out: Path, state: dict):
 
     model, test = state["model"], state["test"]
     images = embed_images(model, [r.image_path for r in test], [r.id for r in test], progress=False)
-    texts = embed_texts(model, [r.report for r in test], [r.id for r in test], progress=False)
+    reports, ids = [r.report for r in test], [r.id for r in test]
+    texts = embed_texts(model, reports, ids, progress=False, text_cache=state["text_cache"])
     state["image_emb"] = images
     # the test pairs whose scan and report both embedded, aligned row by row
     text_row = {i: n for n, i in enumerate(texts.metadata["id"])}
@@ -274,7 +287,8 @@ def _flags(args, out: Path, state: dict):
     planted = plant_anomalies(
         [by_id[i].report for i in ids], [by_id[i].patient_id for i in ids], flip=flip_laterality
     )
-    tp = embed_texts(model, planted["report"].tolist(), progress=False).vectors
+    planted_reports = planted["report"].tolist()
+    tp = embed_texts(model, planted_reports, progress=False, text_cache=state["text_cache"]).vectors
     pair = planted["pair"].to_numpy()
     scores = scorer.score(u[pair], tp, list(np.asarray(studies, dtype=object)[pair]))["score"]
     aurocs = mismatch_aurocs(scores.to_numpy(), planted["kind"].tolist())

@@ -188,7 +188,14 @@ def _dedupe_reports(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 # ---------------------------------------------------------------------- embedding
 def _embed_chunk(
-    model, kind: str, frame: pd.DataFrame, *, batch_size: int, num_workers: int, device
+    model,
+    kind: str,
+    frame: pd.DataFrame,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device,
+    text_cache=None,
 ) -> Embeddings:
     """Embed one chunk of rows (the unit a build resumes by)."""
     ids = frame["id"].tolist()
@@ -200,6 +207,7 @@ def _embed_chunk(
             batch_size=batch_size,
             device=device,
             progress=False,
+            text_cache=text_cache,
         )
     skipped = SkipLog()
     has_path = frame["image_path"].notna().to_numpy()
@@ -238,6 +246,7 @@ def _embed_resumable(
     num_workers: int,
     device,
     progress: bool,
+    text_cache=None,
 ) -> tuple[np.ndarray, list[str], SkipLog, int, int]:
     """Embed ``frame`` chunk by chunk, keeping finished chunks in ``work``.
 
@@ -271,7 +280,13 @@ def _embed_resumable(
         else:
             part = frame.iloc[c * chunk_rows : (c + 1) * chunk_rows]
             emb = _embed_chunk(
-                model, kind, part, batch_size=batch_size, num_workers=num_workers, device=device
+                model,
+                kind,
+                part,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                device=device,
+                text_cache=text_cache,
             )
             with atomic_write(stem.with_suffix(".npy")) as fh:
                 np.save(fh, np.asarray(emb.vectors, np.float32), allow_pickle=False)
@@ -311,12 +326,14 @@ def build_index(
     num_workers: int = 0,
     device=None,
     progress: bool = False,
+    text_cache=None,
 ) -> Index:
     """Embed the ``kind`` (``"reports"`` or ``"images"``) of the records and save an index at
     ``out`` with the model's fingerprint; resumes from ``out.partial/`` after an interruption.
 
-    For reports, records of one study with the same text are indexed once.  The returned index
-    carries the :class:`BuildSummary` as ``index.build_summary``."""
+    For reports, records of one study with the same text are indexed once; ``text_cache`` as
+    in :func:`~radalign.encoders.embed.embed_texts`.  The returned index carries the
+    :class:`BuildSummary` as ``index.build_summary``."""
     start = time.perf_counter()
     kind = _check_kind(kind)
     if chunk_rows < 1:
@@ -339,6 +356,7 @@ def build_index(
         num_workers=num_workers,
         device=device,
         progress=progress,
+        text_cache=text_cache,
     )
     if not kept:
         raise EmptyIndexError(

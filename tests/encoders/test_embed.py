@@ -134,3 +134,33 @@ def test_cli_version_and_models(capsys):
     assert "radalign" in capsys.readouterr().out
     assert main(["models"]) == 0
     assert "resnet50-bioclinicalbert" in capsys.readouterr().out
+
+
+def test_embed_texts_order_and_frozen_cache_match_plain_forward(tiny_model):
+    """Length-sorted batching returns rows in input order; a frozen-tower cache gives the same
+    vectors as running the tower (and skips the reports it already holds)."""
+    import torch
+    from radalign.pretrain.frozen_text import FrozenTextCache
+
+    texts = [
+        "Large right pleural effusion with compressive atelectasis of the right lower lobe.",
+        "No acute process.",
+        "Cardiomegaly.",
+        "Mild pulmonary edema; small bilateral effusions. No pneumothorax seen.",
+        "",
+        "Left upper lobe nodule.",
+    ]
+    tiny_model.eval()
+    plain = embed_texts(tiny_model, texts, batch_size=2, progress=False)
+    with torch.no_grad():
+        one_by_one = np.concatenate(
+            [tiny_model.encode_text(tiny_model.tokenize([t])).numpy() for t in texts if t]
+        )
+    np.testing.assert_allclose(plain.vectors, one_by_one, atol=1e-5)
+    assert plain.metadata["id"].tolist() == ["0", "1", "2", "3", "5"]
+
+    cache = FrozenTextCache(tiny_model)
+    cache.warm(texts[:3], "cpu")
+    cached = embed_texts(tiny_model, texts, batch_size=2, progress=False, text_cache=cache)
+    np.testing.assert_allclose(cached.vectors, plain.vectors, atol=1e-5)
+    assert cache.hits == 3 and cache.misses == 2  # warmed three; the two others computed once
