@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="runs/demo-all", help="folder for everything (reused)")
-    p.add_argument("--n", type=int, default=2000, help="phantom studies to train on")
+    p.add_argument("--n", type=int, default=1200, help="phantom studies to train on")
     p.add_argument("--n-test", type=int, default=300, help="fresh phantom studies to test on")
     p.add_argument("--steps", type=int, default=None, help="pretraining steps (config: 150)")
     p.add_argument("--config", default="demo", help="pretraining config (shipped: demo)")
@@ -233,20 +233,28 @@ def _retrieve(args, out: Path, state: dict):
             lines.append(f'{rec.id[:8]} -> "{hits[0]["report"][:60]}..."')
     with atomic_write(out / "retrieval.json", mode="w", encoding="utf-8") as fh:
         json.dump(gallery, fh, indent=2)
-    precision = _label_match_precision(out, images.metadata["id"].tolist(), meta, res.indices)
+    precision, chance = _label_match_precision(
+        out, images.metadata["id"].tolist(), meta, res.indices
+    )
     u = state["pair_u"]
     recall = recall_at_k(u, state["pair_t"])["query_to_gallery"]
     return (
         f"test image->report R@1 {recall['R@1']:.2f}, R@10 {recall['R@10']:.2f} "
-        f"({len(u)} pairs); label-match P@5 {precision:.2f} over {len(index)} indexed reports; "
+        f"({len(u)} pairs); label-match P@5 {precision:.2f} (chance {chance:.2f}) over "
+        f"{len(index)} indexed reports; "
         f"e.g. " + "; ".join(lines),
-        {"i2t_recall": recall, "label_match_P@5": precision},
+        {"i2t_recall": recall, "label_match_P@5": precision, "label_match_chance": chance},
     )
 
 
-def _label_match_precision(out: Path, query_ids: list[str], meta, hits: np.ndarray) -> float:
-    """Share of each test scan's top retrieved training reports whose study has exactly the
-    scan's planted findings (the same set of positive labels), averaged over scans."""
+def _label_match_precision(
+    out: Path, query_ids: list[str], meta, hits: np.ndarray
+) -> tuple[float, float]:
+    """``(precision, chance)``: the share of each test scan's top retrieved training reports
+    whose study has exactly the scan's planted findings (the same set of positive labels),
+    averaged over scans; chance is the same share over all indexed reports."""
+    from collections import Counter
+
     from radalign.encoders.labels import CHEXPERT_LABELS
 
     def label_sets(root: Path, key: str) -> dict[str, frozenset]:
@@ -259,7 +267,9 @@ def _label_match_precision(out: Path, query_ids: list[str], meta, hits: np.ndarr
     found = [studies.get(str(s)) for s in meta["study_id"]]
     scores = [np.mean([found[int(j)] == query[q] for j in row if j >= 0])
               for q, row in zip(query_ids, hits)]  # fmt: skip
-    return float(np.mean(scores))
+    counts = Counter(found)
+    chance = np.mean([counts[query[q]] / len(found) for q in query_ids])
+    return float(np.mean(scores)), float(chance)
 
 
 def _flags(args, out: Path, state: dict):
