@@ -133,9 +133,8 @@ def roc_curves(
     ax.set_ylabel("true positive rate")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
-    ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.legend(fontsize=8, loc="outside right center")  # constrained layout makes room for it
     return _png(fig)
 
 
