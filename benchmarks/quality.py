@@ -45,7 +45,7 @@ VARIANTS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/quality")
-    ap.add_argument("--steps", type=int, default=180)
+    ap.add_argument("--steps", type=int, default=160)
     ap.add_argument("--n", type=int, default=1200, help="phantom studies (shared by variants)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--config", default="demo")
