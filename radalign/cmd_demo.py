@@ -110,10 +110,12 @@ def _pretrain(args, out: Path, state: dict):
         f"data.num_workers={args.workers}",
     ] + ([f"max_steps={args.steps}"] if args.steps else [])
     config = load_train_config(args.config, overrides)
+    cached_rows = None  # the frozen report tower's features from this process's training
     if (model_dir / "config.json").is_file():
         line, numbers = f"reusing {model_dir}", {"reused": True}
     else:
         result = pretrain(config, resume=(run_dir / "checkpoints").is_dir())
+        cached_rows = result.text_cache.rows if result.text_cache else None
         losses = [r["train/loss"] for r in result.history if "train/loss" in r]
         val = [r for r in result.history if "val/i2t_R@10" in r]
         numbers = {"steps": result.steps}
@@ -129,8 +131,7 @@ def _pretrain(args, out: Path, state: dict):
     if config.optim.freeze_text:  # the report tower is the shipped one: reuse its features
         from radalign.pretrain.frozen_text import FrozenTextCache
 
-        rows = result.text_cache.rows if not numbers.get("reused") and result.text_cache else None
-        state["text_cache"] = FrozenTextCache(state["model"], rows=rows)
+        state["text_cache"] = FrozenTextCache(state["model"], rows=cached_rows)
     state["data"] = config.data
     state["loss"] = config.loss
     return line, numbers
@@ -256,6 +257,7 @@ def _label_match_precision(
     from collections import Counter
 
     from radalign.encoders.labels import CHEXPERT_LABELS
+    from radalign.retrieval.evaluate import label_match_precision_at_k
 
     def label_sets(root: Path, key: str) -> dict[str, frozenset]:
         truth = _phantom_truth(root, list(CHEXPERT_LABELS), key=key)
@@ -265,11 +267,11 @@ def _label_match_precision(
     query = label_sets(out / "phantoms-test", "dicom_id")
     studies = label_sets(out / "phantoms", "study_id")
     found = [studies.get(str(s)) for s in meta["study_id"]]
-    scores = [np.mean([found[int(j)] == query[q] for j in row if j >= 0])
-              for q, row in zip(query_ids, hits)]  # fmt: skip
+    retrieved = [[found[int(j)] for j in row] for row in hits]
+    precision = label_match_precision_at_k([query[q] for q in query_ids], retrieved, hits.shape[1])
     counts = Counter(found)
     chance = np.mean([counts[query[q]] / len(found) for q in query_ids])
-    return float(np.mean(scores)), float(chance)
+    return precision, float(chance)
 
 
 def _flags(args, out: Path, state: dict):
