@@ -1,14 +1,37 @@
-"""Atomic writes: a file or a directory appears whole at its final path, or not at all."""
+"""Atomic writes: a file or a directory appears whole at its final path, or not at all.
+
+Files are created with mode ``0o666`` and directories with ``0o777``, less the umask (the kernel
+applies it, or a default ACL where the directory has one), like ``open``/``mkdir``: outputs on
+a shared cluster are as readable as the user's other files, not private like ``tempfile``'s.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+_TRIES = 100
+
+
+def _fresh(path: Path, make) -> Path:
+    """Create a new, unused ``.<name>.<random>.tmp`` beside ``path`` with ``make(candidate)``."""
+    for _ in range(_TRIES):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            make(tmp)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no unused temporary name beside {path}")
+
+
+def _new_file(tmp: Path) -> None:
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 @contextlib.contextmanager
@@ -16,8 +39,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _fresh(path, _new_file)
     try:
         with open(tmp, mode, **open_kwargs) as fh:
             yield fh
@@ -40,7 +62,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _fresh(path, lambda p: os.mkdir(p, 0o777))
     try:
         yield tmp
         old = None

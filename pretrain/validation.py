@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
+from radalign.encoders.ranking import partner_ranks
 from radalign.pretrain.pair_dataset import PairCollator, PairDataset
 from torch.utils.data import DataLoader
 
@@ -12,10 +14,10 @@ KS = (1, 5, 10)
 
 
 def recall_at_k(similarity: torch.Tensor, ks=KS) -> dict[int, float]:
-    """Share of rows whose matching column (the diagonal) ranks within the top k."""
-    target = similarity.diagonal().unsqueeze(1)
-    rank = (similarity > target).sum(dim=1)
-    return {k: float((rank < k).float().mean()) for k in ks}
+    """Share of rows whose matching column (the diagonal) ranks within the top k; ties count
+    against the row, as in :mod:`radalign.retrieval.evaluate` (the same ranking function)."""
+    rank = partner_ranks(similarity.detach().float().cpu().numpy())
+    return {k: float(np.mean(rank < k)) for k in ks}
 
 
 @torch.inference_mode()

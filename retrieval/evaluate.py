@@ -11,7 +11,8 @@
                  chosen ids so a number can be reproduced on another machine.
 
 Ties in score are counted against the query (a partner tied with another item is ranked after
-it), so a model that maps everything to one vector gets no credit.
+it), so a model that maps everything to one vector gets no credit; the ranking is
+:func:`radalign.encoders.ranking.partner_ranks`, shared with validation during pretraining.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from radalign.encoders.atomic import atomic_write
 from radalign.encoders.embed import embed_images, embed_texts
+from radalign.encoders.ranking import partner_ranks
 
 __all__ = [
     "FIVE_CLASSES",
@@ -57,12 +59,7 @@ def _ranks_of_partner(q: np.ndarray, g: np.ndarray) -> np.ndarray:
     """0-based rank of gallery item ``i`` among all gallery items for query ``i``."""
     ranks = np.empty(len(q), dtype=np.int64)
     for s in range(0, len(q), _BLOCK):
-        sim = q[s : s + _BLOCK] @ g.T
-        rows = np.arange(len(sim))
-        own = sim[rows, s + rows]
-        beats = sim >= own[:, None]
-        beats[rows, s + rows] = False
-        ranks[s : s + _BLOCK] = beats.sum(axis=1)
+        ranks[s : s + _BLOCK] = partner_ranks(q[s : s + _BLOCK] @ g.T, offset=s)
     return ranks
 
 
