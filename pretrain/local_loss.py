@@ -37,12 +37,24 @@ Implementation
 For a chunk of C reports all B_img images are scored at once: the dot products are one GEMM
 ([C·L, D] × [D, B·R]); the cosine numerator reuses them, w·c_l = Σ_r a_{l,r} s_{l,r}; the context
 norm is ‖c_l‖² = a_lᵀ G_i a_l with the region Gram matrix G_i = V_i V_iᵀ when R < D (cost
-L·R² instead of L·R·D per pair), else c is formed explicitly. Padded words are replaced by zeros
-before anything is computed and excluded with −inf before the log-sum-exp, so garbage in padded
-positions (even NaN or inf) never reaches the value or the gradient. With autograd on and more
-than one chunk, each chunk runs under activation checkpointing, so the peak memory of
-forward+backward is bounded by one chunk's [B_img, C, L, R] intermediates instead of growing with
-B²; set ``checkpoint=False`` to trade that memory for one less forward pass.
+L·R² instead of L·R·D per pair), else c is formed explicitly.
+
+``form="paper"`` with R < D (the default case) runs through a hand-written autograd Function
+(:mod:`radalign.pretrain.local_loss_kernel`, ``impl="auto"``): only the real words are packed
+and scored (padded slots are never read, so garbage there, even NaN or inf, never reaches the
+value or the gradient, and no work is spent on them), the softmax backward is closed-form
+(Σ_r a·∂a is known from the forward), and only τ1·s, a and a·G are kept per chunk. There,
+``checkpoint=True`` with more than one chunk keeps none of them and recomputes each chunk's in
+backward (one more score GEMM and a·G product), so forward+backward memory is bounded by one
+chunk; ``checkpoint=False`` keeps them (faster). Under ``torch.autocast`` (or for bfloat16/float16
+inputs) its GEMMs run in the low precision and everything else (softmax, sums, log-sum-exp,
+cross-entropy) in float32; the scores are float32.
+
+The released form and R ≥ D use plain autograd (``impl="autograd"`` forces it everywhere):
+padded words are replaced by zeros before anything is computed and excluded with −inf before
+the log-sum-exp; with more than one chunk and ``checkpoint=True`` each chunk runs under
+activation checkpointing, so the peak memory of forward+backward is bounded by one chunk's
+[B_img, C, L, R] intermediates instead of growing with B².
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ from radalign.pretrain.distributed import (
     all_reduce_max_int,
     world_info,
 )
+from radalign.pretrain.local_loss_kernel import compute_dtypes, paper_pair_stats
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
@@ -62,6 +75,7 @@ __all__ = ["WordRegionLoss"]
 
 FORMS = ("paper", "released")
 AGGREGATIONS = ("sum", "mean", "max")
+IMPLS = ("auto", "autograd")
 
 
 class WordRegionLoss(nn.Module):
@@ -79,10 +93,17 @@ class WordRegionLoss(nn.Module):
             the single-process loss and DDP-averaged gradients match it. Costs 2·world_size ×
             the local compute.
         eps: ε of the cosine.
+        impl: "auto" (the hand-written kernel of :mod:`radalign.pretrain.local_loss_kernel`
+            where it applies: ``form="paper"`` with R < D; plain autograd otherwise) or
+            "autograd" (always the autograd path; same values and gradients, slower).
 
     ``forward(v, w, word_mask)``: ``v [B, R, D]`` regions, ``w [B, L, D]`` words,
     ``word_mask [B, L]`` bool (True = real word) → scalar loss. Every report needs ≥ 1 real word.
     """
+
+    #: score only the real words (kernel path); False scores padded slots as zero vectors and
+    #: masks them afterwards, same result (kept for the benchmark's packing lever)
+    _pack_words: bool = True
 
     def __init__(
         self,
@@ -96,12 +117,15 @@ class WordRegionLoss(nn.Module):
         checkpoint: bool = True,
         gather: bool = False,
         eps: float = 1e-8,
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be positive or None, got {chunk_size}")
         self.tau1, self.tau2, self.tau3 = float(tau1), float(tau2), float(tau3)
@@ -112,6 +136,7 @@ class WordRegionLoss(nn.Module):
         self.checkpoint = checkpoint
         self.gather = gather
         self.eps = eps
+        self.impl = impl
 
     def extra_repr(self) -> str:
         return (
@@ -146,6 +171,8 @@ class WordRegionLoss(nn.Module):
         word_mask = word_mask.bool()
         if not bool(word_mask.any(dim=1).all()):
             raise ValueError("every report needs at least one real word (word_mask row all False)")
+        if self.impl == "auto" and self.form == "paper" and v.shape[1] < v.shape[2]:
+            return self._fused_scores(v, w, word_mask)
         v, w = self._prepare(v, w, word_mask)
         gram = v @ v.transpose(1, 2) if v.shape[1] < v.shape[2] else None
         step = self.chunk_size or w.shape[0]
@@ -172,6 +199,45 @@ class WordRegionLoss(nn.Module):
         return attn * mask_k[:, None]
 
     # ------------------------------------------------------------------ internals
+    def _fused_scores(self, v: Tensor, w: Tensor, mask: Tensor) -> Tensor:
+        """:meth:`scores` through the hand-written kernel (``form="paper"``, R < D)."""
+        mm_dtype, acc = compute_dtypes(v, w)
+        n_txt, length, d = w.shape
+        flat = mask.reshape(-1)
+        lengths = mask.sum(dim=1)
+        if self._pack_words:  # only the real words are scored; padded slots are never read
+            words, counts = w.reshape(-1, d)[flat], lengths
+        else:  # every slot scored, padded ones as zero vectors (the benchmark's "no packing")
+            zero = torch.zeros((), dtype=w.dtype, device=w.device)
+            words = torch.where(flat[:, None], w.reshape(-1, d), zero)
+            counts = torch.full_like(lengths, length)
+        words, v = words.to(acc), v.to(acc)
+        if self.normalize:
+            v = F.normalize(v, dim=-1, eps=self.eps)
+            words = F.normalize(words, dim=-1, eps=self.eps)
+        step = self.chunk_size or n_txt
+        offsets = [0, *torch.cumsum(counts, 0).tolist()]
+        bounds = offsets[::step] + ([offsets[-1]] if n_txt % step else [])
+        recompute = self.checkpoint and torch.is_grad_enabled() and len(bounds) > 2
+        numer, ctx_sq = paper_pair_stats(v, words, bounds, self.tau1, mm_dtype, recompute)
+        w_norm = words.norm(dim=-1).clamp_min(self.eps)  # [N]
+        x = self.tau2 * numer / (w_norm[:, None] * ctx_sq.clamp_min(self.eps**2).sqrt())
+        if self._pack_words:  # back onto the [B_txt, L] grid, −inf at padded slots
+            grid = torch.full(
+                (n_txt * length, v.shape[0]), float("-inf"), dtype=acc, device=v.device
+            )
+            x = grid.index_put((flat.nonzero().squeeze(1),), x)
+        else:
+            x = x.masked_fill(~flat[:, None], float("-inf"))
+        x = x.view(n_txt, length, -1)  # [B_txt, L, B_img]
+        if self.aggregation == "max":
+            z = x.amax(dim=1)
+        else:
+            z = torch.logsumexp(x, dim=1)
+            if self.aggregation == "mean":
+                z = z - lengths.to(z.dtype).log()[:, None]
+        return self.tau3 * z.T
+
     def _prepare(self, v: Tensor, w: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         w = torch.where(mask[..., None], w, torch.zeros((), dtype=w.dtype, device=w.device))
         if self.normalize:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from radalign.pretrain.local_loss import WordRegionLoss
+from radalign.pretrain.local_loss_kernel import compute_dtypes, paper_pair_stats
 
 EPS = 1e-8
 
@@ -156,15 +157,20 @@ def test_chunked_equals_unchunked_values_and_grads(form):
 
 
 @pytest.mark.parametrize("garbage", [1e6, float("nan"), float("inf")])
-@pytest.mark.parametrize("form", FORMS)
-def test_padding_is_exact(form, garbage):
+@pytest.mark.parametrize(
+    "form, normalize, impl",
+    [("paper", False, "auto"), ("paper", True, "auto"), ("paper", False, "autograd")]
+    + [("released", False, "auto")],
+)
+def test_padding_is_exact(form, normalize, impl, garbage):
     """Garbage in padded word slots changes nothing and receives exactly zero gradient."""
     v, w, mask = make_batch(seed=6, garbage=garbage)
     _, w_clean, _ = make_batch(seed=6, garbage=0.0)
     out = []
     for words in (w, w_clean):
         vv, ww = v.clone().requires_grad_(), words.clone().requires_grad_()
-        loss = WordRegionLoss(form=form, chunk_size=2)(vv, ww, mask)
+        loss_fn = WordRegionLoss(form=form, normalize=normalize, chunk_size=2, impl=impl)
+        loss = loss_fn(vv, ww, mask)
         loss.backward()
         out.append((loss.detach(), vv.grad, ww.grad))
     assert torch.isfinite(out[0][0])
@@ -223,6 +229,8 @@ def test_bad_inputs():
         WordRegionLoss(form="other")
     with pytest.raises(ValueError, match="aggregation"):
         WordRegionLoss(aggregation="median")
+    with pytest.raises(ValueError, match="impl"):
+        WordRegionLoss(impl="triton")
     with pytest.raises(ValueError, match="word_mask"):
         WordRegionLoss()(v, w, mask[:, :3])
     with pytest.raises(ValueError, match="one report per image"):
@@ -234,3 +242,113 @@ def test_single_process_gather_is_plain_loss():
     a = WordRegionLoss(gather=True)(v, w, mask)
     b = WordRegionLoss(gather=False)(v, w, mask)
     assert a.item() == b.item()
+
+
+# ---------------------------------------------------------------- the hand-written kernel
+def _loss_and_grads(loss_fn, v, w, mask):
+    vv, ww = v.clone().requires_grad_(), w.clone().requires_grad_()
+    loss = loss_fn(vv, ww, mask)
+    loss.backward()
+    return loss.detach(), vv.grad, ww.grad
+
+
+@pytest.mark.parametrize("agg", AGGS)
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("chunk, ckpt", [(None, False), (2, True), (3, False)])
+def test_kernel_equals_autograd_path(agg, normalize, chunk, ckpt):
+    """The custom Function (impl="auto") reproduces the autograd path's value and gradients."""
+    v, w, mask = make_batch(b=5, r=7, length=6, d=9, seed=12)
+    kw = dict(aggregation=agg, normalize=normalize, chunk_size=chunk, checkpoint=ckpt)
+    got = _loss_and_grads(WordRegionLoss(**kw), v, w, mask)
+    want = _loss_and_grads(WordRegionLoss(impl="autograd", **kw), v, w, mask)
+    for g, x in zip(got, want, strict=True):
+        torch.testing.assert_close(g, x, rtol=0, atol=1e-12)
+
+
+def test_kernel_unpacked_words_equal_packed():
+    """Scoring padded slots as zero vectors (the benchmark's no-packing lever) changes nothing."""
+    v, w, mask = make_batch(b=5, seed=13, garbage=float("nan"))
+    packed = _loss_and_grads(WordRegionLoss(chunk_size=2), v, w, mask)
+    loss_fn = WordRegionLoss(chunk_size=2)
+    loss_fn._pack_words = False
+    unpacked = _loss_and_grads(loss_fn, v, w, mask)
+    for g, x in zip(unpacked, packed, strict=True):
+        torch.testing.assert_close(g, x, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_kernel_gradcheck(recompute):
+    """gradcheck of the Function itself: ragged packed words (3 reports: 3, 1, 2 words), 2 chunks."""
+    g = torch.Generator().manual_seed(14)
+    v = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def fn(v, w):
+        return paper_pair_stats(v, w, [0, 4, 6], 4.0, torch.float64, recompute)
+
+    assert torch.autograd.gradcheck(fn, (v, w))
+
+
+def test_kernel_stats_match_definition():
+    """numer = Σ a s and ctx_sq = ‖Σ a v‖², computed naively."""
+    g = torch.Generator().manual_seed(15)
+    v = torch.randn(3, 5, 8, generator=g, dtype=torch.float64)
+    w = torch.randn(7, 8, generator=g, dtype=torch.float64)
+    numer, ctx_sq = paper_pair_stats(v, w, [0, 2, 7], 2.5, torch.float64)
+    s = torch.einsum("nd,brd->nbr", w, v)
+    a = (2.5 * s).softmax(dim=-1)
+    ctx = torch.einsum("nbr,brd->nbd", a, v)
+    torch.testing.assert_close(numer, (a * s).sum(-1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ctx_sq, ctx.square().sum(-1), rtol=0, atol=1e-12)
+
+
+def test_kernel_retain_graph_backward_twice():
+    v, w, mask = make_batch(seed=16)
+    vv, ww = v.clone().requires_grad_(), w.clone().requires_grad_()
+    loss = WordRegionLoss(chunk_size=None)(vv, ww, mask)
+    loss.backward(retain_graph=True)
+    first = vv.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(vv.grad, 2 * first, rtol=0, atol=1e-12)
+
+
+def test_kernel_no_grad_scores():
+    v, w, mask = make_batch(seed=17)
+    loss_fn = WordRegionLoss(chunk_size=2)
+    with torch.no_grad():
+        a = loss_fn.scores(v, w, mask)
+    torch.testing.assert_close(a, loss_fn.scores(v, w, mask).detach(), rtol=0, atol=0)
+
+
+def test_compute_dtypes():
+    x64, x32, x16 = torch.zeros(1, dtype=torch.float64), torch.zeros(1), torch.zeros(1).bfloat16()
+    assert compute_dtypes(x64) == (torch.float64, torch.float64)
+    assert compute_dtypes(x32) == (torch.float32, torch.float32)
+    assert compute_dtypes(x16) == (torch.bfloat16, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compute_dtypes(x32) == (torch.bfloat16, torch.float32)
+        assert compute_dtypes(x64) == (torch.float64, torch.float64)
+
+
+@pytest.mark.parametrize("how", ["autocast", "bf16-inputs"])
+def test_bfloat16_close_to_float64(how):
+    """bf16 GEMMs, float32 softmax/log-sum-exp/CE: loss within 1e-3 relative of float64.
+
+    Small sizes: bf16 GEMMs are slow on CPUs without native bf16.
+    """
+    v, w, mask = make_batch(b=6, r=16, length=8, d=32, seed=18, garbage=float("nan"))
+    v, w = v / 32**0.25, w / 32**0.25  # dot products of order one
+    loss_fn = WordRegionLoss(chunk_size=4)
+    want, gv64, gw64 = _loss_and_grads(loss_fn, v, w, mask)
+    vv, ww = v.float().requires_grad_(), w.float().requires_grad_()
+    if how == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = loss_fn(vv, ww, mask)
+    else:
+        loss = loss_fn(vv.bfloat16(), ww.bfloat16(), mask)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-3)
+    assert vv.grad.dtype == torch.float32 and torch.all(ww.grad[~mask] == 0)
+    for got, ref in ((vv.grad, gv64), (ww.grad[mask], gw64[mask])):
+        assert (got.double() - ref).norm() <= 0.05 * ref.norm()
