@@ -12,6 +12,10 @@ k_factor.
     python benchmarks/index_speed.py --quick            # 20k, small sweep (smoke run)
 
 Appends one JSON line per corpus size to ``benchmarks/results/index_speed.jsonl``.
+
+No bf16 row: FAISS stores and searches float32 vectors (radalign writes float32 embeddings
+whatever precision the encoders ran in), and this benchmark embeds no queries; the query side's
+bf16 speed is ``embed_speed.py``'s bf16 rows.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from radalign.retrieval.index import Index
 from radalign.retrieval.index_choice import choose_index, choose_nlist, pq_m_candidates
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index_speed.jsonl"
+BF16_NOTE = (
+    "not applicable: FAISS stores and searches float32 vectors; the bf16 query-embedding "
+    "speed is in embed_speed.py"
+)
 _PARAM = {"ef_search": "efSearch"}
 
 
@@ -104,6 +112,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict:
         flush=True,
     )
     del flat
+    print(f"bf16: {BF16_NOTE}", flush=True)
 
     nlist = choose_nlist(n)
     m8 = pq_m_candidates(dim)[0]
@@ -173,6 +182,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict:
         baseline="Flat",
         rows=rows,
         best_at_recall_095=best,
+        bf16=BF16_NOTE,
     )
 
 

@@ -10,6 +10,13 @@ the GLoRIA word-region loss and with the in-pair token loss added.
 Printed: median seconds per step (runs interleaved so background load hits every variant alike)
 and ratios to the baseline. Target: global-only overhead <= 5 %.
 
+bf16 row: the radalign global step under bf16 autocast (what ``mixed_precision: bf16`` runs:
+Accelerate's bf16 is ``torch.autocast`` without a grad scaler) against the same step in fp32.
+Where bf16 is native and fast (:func:`radalign.encoders.precision.bf16_support`) it is
+measured at full size, interleaved with the others; where it is emulated (CPUs without
+AVX512-BF16/AMX) only at ``--bf16-batch`` (default 2), against fp32 at that batch, so the ratio is
+printed without running for many minutes. ``--bf16 on`` forces full size, ``--bf16 off`` skips.
+
     python benchmarks/train_step_speed.py                      # demo model, batch 32, CPU
     python benchmarks/train_step_speed.py --device cuda --batch 128 --model resnet50-bioclinicalbert
 
@@ -62,6 +69,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    ap.add_argument("--bf16", default="auto", choices=["auto", "on", "off"], help="bf16 row")
+    ap.add_argument("--bf16-batch", type=int, default=2, help="bf16 row's batch when emulated")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,6 +79,7 @@ def main() -> None:
 
     import open_clip
     from accelerate import Accelerator
+    from radalign.encoders.precision import Precision, autocast, bf16_support
     from radalign.pretrain.config import LossConfig, TrainConfig
     from radalign.pretrain.objective import Objective
     from radalign.pretrain.trainer import _optimizer, train_step
@@ -111,7 +121,7 @@ def main() -> None:
         bare_opt.step()
         bare_opt.zero_grad(set_to_none=True)
 
-    def radalign_step(local: float, token: float):
+    def radalign_step(local: float, token: float, batch=batch):
         config = TrainConfig(model=args.model)
         config.loss = dataclasses.replace(LossConfig(), local_weight=local, token_weight=token)
         config.optim = dataclasses.replace(config.optim, lr=1e-5)
@@ -124,12 +134,25 @@ def main() -> None:
             accelerator, model, objective, optimizer, scheduler, batch, config
         )
 
+    def in_bf16(step):
+        def run() -> None:
+            with autocast(device, Precision("bf16", "benchmark")):
+                step()
+
+        return run
+
     variants = {
         "bare+ClipLoss": bare_step,
         "radalign global": radalign_step(0.0, 0.0),
         "radalign global+local": radalign_step(1.0, 0.0),
         "radalign global+token": radalign_step(0.0, 1.0),
     }
+    support = bf16_support(device)
+    bf16_mode = "off" if args.bf16 == "off" or args.mixed_precision != "no" else "full"
+    if bf16_mode == "full" and not support.native and args.bf16 == "auto":
+        bf16_mode = "reduced"
+    if bf16_mode == "full":
+        variants["radalign global bf16"] = in_bf16(radalign_step(0.0, 0.0))
 
     def sync() -> None:
         if device.type == "cuda":
@@ -154,6 +177,23 @@ def main() -> None:
     )
     for name, sec in median.items():
         print(f"  {name:<24} {sec:8.3f} s/step   x{sec / base:5.2f} of baseline")
+    bf16_row: dict = {"mode": bf16_mode, "native": support.native, "reason": support.reason}
+    if bf16_mode == "full":
+        bf16_row["ratio_to_fp32"] = median["radalign global"] / median["radalign global bf16"]
+        print(
+            f"  bf16 global step: x{bf16_row['ratio_to_fp32']:.2f} the speed of fp32 "
+            f"({'native' if support.native else 'forced, not native'}: {support.reason})"
+        )
+    elif bf16_mode == "reduced":
+        bf16_row.update(_reduced_bf16(args, template, device, radalign_step, in_bf16, sync))
+        print(
+            f"  radalign global bf16     skipped at batch {args.batch}: bf16 not native "
+            f"({support.reason})\n"
+            f"    at batch {args.bf16_batch}: bf16 {bf16_row['bf16_s']:.3f} s/step vs fp32 "
+            f"{bf16_row['fp32_s']:.3f} s/step: x{bf16_row['ratio_to_fp32']:.3f} the speed"
+        )
+    else:
+        print(f"  bf16 row skipped (--bf16 {args.bf16}, --mixed-precision {args.mixed_precision})")
     overhead = median["radalign global"] / base - 1
     print(
         f"global-only overhead {overhead:+.1%} (target <= +5%); local loss adds "
@@ -174,10 +214,45 @@ def main() -> None:
         "loadavg_1min": os.getloadavg()[0],
         "seconds": median,
         "ratio_to_baseline": {k: v / base for k, v in median.items()},
+        "bf16": bf16_row,
         "date": time.strftime("%Y-%m-%d"),
     }
     with open(out / "train_step_speed.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
+
+
+def _reduced_bf16(args, template, device, radalign_step, in_bf16, sync) -> dict:
+    """bf16 vs fp32 global step at ``--bf16-batch`` (1 warm-up, median of 2): emulated bf16 is
+    tens of times slower, so the full batch would run for many minutes."""
+    n = args.bf16_batch
+    size = template.config.image.image_size
+    reports = [REPORTS[i % len(REPORTS)] for i in range(n)]
+    small = {
+        "pixels": torch.randn(n, 3, size, size, device=device),
+        "tokens": {k: v.to(device) for k, v in template.tokenize(reports).items()},
+        "reports": reports,
+    }
+    fns = {
+        "fp32": radalign_step(0.0, 0.0, batch=small),
+        "bf16": in_bf16(radalign_step(0.0, 0.0, batch=small)),
+    }
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(2):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "batch": n,
+        "bf16_s": med["bf16"],
+        "fp32_s": med["fp32"],
+        "ratio_to_fp32": med["fp32"] / med["bf16"],
+    }
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Used by ``radalign embed`` and by the index, zero-shot and flag commands: decoding runs in
 DataLoader workers, bad files come back as skip records instead of exceptions, and the job
-finishes with whatever could be read.
+finishes with whatever could be read.  The encoders run in ``precision`` (default ``auto``: bf16
+where the hardware runs it natively and fast, else fp32; see :mod:`radalign.encoders.precision`);
+the vectors come back as float32 either way (re-normalised in float32 after a bf16 forward).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
 from radalign.encoders.atomic import atomic_write
 from radalign.encoders.errors import InputError, SkipLog
+from radalign.encoders.precision import Precision, autocast, resolve_precision
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -32,6 +36,8 @@ class Embeddings:
     skipped: SkipLog = field(default_factory=SkipLog)
     fingerprint: str = ""
     kind: str = "image"
+    precision: str = "fp32"
+    """The precision the encoder ran in (``fp32`` or ``bf16``)."""
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -95,14 +101,17 @@ def embed_images(
     window: str = "header",
     device: str | torch.device | None = None,
     progress: bool = True,
+    precision: str | Precision = "auto",
 ) -> Embeddings:
     """Global embeddings of scans (DICOM/PNG/JPG); unreadable files are skipped and listed.
 
-    ``ids`` default to the paths as given.
+    ``ids`` default to the paths as given; ``precision``: ``auto``, ``bf16`` or ``fp32`` (or a
+    resolved :class:`~radalign.encoders.precision.Precision`).
     """
     paths = [Path(p) for p in paths]
     ids = [str(i) for i in ids] if ids is not None else [str(p) for p in paths]
     device = torch.device(device) if device is not None else model.device
+    precision = resolve_precision(precision, device)
     model.eval()
     transform = model.transform(train=False)
     vectors, kept, skipped = [], [], SkipLog()
@@ -113,12 +122,16 @@ def embed_images(
         for s in skips:
             skipped.add(*s)
         if pixels is not None:
-            vectors.append(model.encode_image(pixels.to(device)).float().cpu().numpy())
+            with autocast(device, precision):
+                out = model.encode_image(pixels.to(device))
+            vectors.append(_float32(out, precision))
             kept += idx
         bar.update(len(idx) + len(skips))
     bar.close()
     meta = pd.DataFrame({"id": [ids[i] for i in kept], "path": [str(paths[i]) for i in kept]})
-    return Embeddings(_stack(vectors, model), meta, skipped, model.fingerprint(), "image")
+    return Embeddings(
+        _stack(vectors, model), meta, skipped, model.fingerprint(), "image", precision.name
+    )
 
 
 @torch.inference_mode()
@@ -131,15 +144,18 @@ def embed_texts(
     device: str | torch.device | None = None,
     progress: bool = True,
     text_cache=None,
+    precision: str | Precision = "auto",
 ) -> Embeddings:
     """Global embeddings of report texts; empty or non-UTF-8 texts are skipped and listed.
 
     Reports are batched shortest first (little padding) and returned in the given order.
     ``text_cache`` (a :class:`~radalign.pretrain.frozen_text.FrozenTextCache` of this model's
     report tower, valid only while that tower is frozen) supplies tower outputs it already holds.
+    ``precision`` as in :func:`embed_images`.
     """
     ids = [str(i) for i in (ids if ids is not None else range(len(texts)))]
     device = torch.device(device) if device is not None else model.device
+    precision = resolve_precision(precision, device)
     model.eval()
     good, skipped = [], SkipLog()
     for i, text in zip(ids, texts):
@@ -156,17 +172,26 @@ def embed_texts(
         disable=not progress,
     ):
         chunk = [good[n][1] for n in order[start : start + batch_size]]
-        if text_cache is not None:
-            features = model.text_features({}, text_cache(chunk, device))
-            vectors.append(features.embedding.float().cpu().numpy())
-            continue
-        tokens = {k: v.to(device) for k, v in model.tokenize(chunk).items()}
-        vectors.append(model.encode_text(tokens).float().cpu().numpy())
+        with autocast(device, precision):
+            if text_cache is not None:
+                out = model.text_features({}, text_cache(chunk, device)).embedding
+            else:
+                tokens = {k: v.to(device) for k, v in model.tokenize(chunk).items()}
+                out = model.encode_text(tokens)
+        vectors.append(_float32(out, precision))
     x = _stack(vectors, model)
     if len(order):
         x = x[np.argsort(order)]
     meta = pd.DataFrame({"id": [i for i, _ in good], "text": [t for _, t in good]})
-    return Embeddings(x, meta, skipped, model.fingerprint(), "report")
+    return Embeddings(x, meta, skipped, model.fingerprint(), "report", precision.name)
+
+
+def _float32(vectors: torch.Tensor, precision: Precision) -> np.ndarray:
+    """Float32 numpy rows; after a reduced-precision forward re-normalised in float32."""
+    vectors = vectors.float()
+    if precision.reduced:
+        vectors = F.normalize(vectors, dim=-1)
+    return vectors.cpu().numpy()
 
 
 def check_report_text(text, where: str = "") -> str:
@@ -198,7 +223,12 @@ def write_embeddings(emb: Embeddings, out: str | Path) -> list[Path]:
     meta = emb.metadata.reset_index(drop=True)
     schema_meta = {
         "radalign": json.dumps(
-            {"fingerprint": emb.fingerprint, "kind": emb.kind, "dim": int(emb.vectors.shape[1])}
+            {
+                "fingerprint": emb.fingerprint,
+                "kind": emb.kind,
+                "dim": int(emb.vectors.shape[1]),
+                "precision": emb.precision,
+            }
         )
     }
     written = []
@@ -238,7 +268,12 @@ def read_embeddings(path: str | Path) -> Embeddings:
         table = table.drop(["embedding"])
     info = json.loads((table.schema.metadata or {}).get(b"radalign", b"{}"))
     return Embeddings(
-        vectors, table.to_pandas(), SkipLog(), info.get("fingerprint", ""), info.get("kind", "")
+        vectors,
+        table.to_pandas(),
+        SkipLog(),
+        info.get("fingerprint", ""),
+        info.get("kind", ""),
+        info.get("precision", "fp32"),
     )
 
 

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from radalign.cli_options import add_precision_option, resolve_precision_option
+
 EXAMPLES = """examples:
   radalign embed --model tiny --images ../shared/data/nih_cxr14_subset/images --out emb.parquet
   radalign embed --model runs/demo/model --images scans.txt --out scans.npy
@@ -40,6 +42,7 @@ def add_parser(sub) -> None:
         help="DICOM intensity window (default: header VOI LUT/window)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    add_precision_option(p)
     p.add_argument(
         "--random-init",
         action="store_true",
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(args.model, pretrained=not args.random_init).to(device)
+    precision = resolve_precision_option(args, device)
     if args.images:
         from radalign.encoders.imageio import list_images
 
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             window=args.window,
             device=device,
+            precision=precision,
         )
         total = len(paths)
     else:
@@ -83,13 +88,15 @@ def run(args: argparse.Namespace) -> int:
         texts = columns[args.text_column]
         id_col = args.id_column or next((c for c in ("id", "study_id") if c in columns), None)
         ids = [str(i) for i in columns[id_col]] if id_col else [str(i) for i in range(len(texts))]
-        emb = embed_texts(model, texts, ids, batch_size=args.batch_size, device=device)
+        emb = embed_texts(
+            model, texts, ids, batch_size=args.batch_size, device=device, precision=precision
+        )
         total = len(texts)
     written = write_embeddings(emb, args.out)
     secs = time.perf_counter() - start
     print(
         f"embedded {len(emb)} of {total} {emb.kind}s (dim {emb.vectors.shape[1]}) "
-        f"in {secs:.1f}s; {emb.skipped.summary()}"
+        f"in {secs:.1f}s ({emb.precision}); {emb.skipped.summary()}"
     )
     for path in written:
         print(f"  wrote {path}")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from radalign.cli_options import add_precision_option, resolve_precision_option
+
 EXAMPLES = """examples:
   radalign flag --model runs/demo/model --index runs/demo/report-index runs/phantoms/jpg \\
       --split test --fpr 0.05 --out flags.csv
@@ -42,6 +44,7 @@ def add_parser(sub) -> None:
                    help="plant swapped and laterality-flipped reports and report their AUROC")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the planted anomalies")
     p.add_argument("--batch-size", type=int, default=32)
+    add_precision_option(p)
     p.set_defaults(run=run)
 
 
@@ -53,17 +56,22 @@ def run(args: argparse.Namespace) -> int:
     from radalign.zeroshot.mismatch import MismatchScorer, flag_pairs
 
     model = radalign.load(args.model).eval()
+    args.precision = resolve_precision_option(args, model.device)
     scorer = MismatchScorer(
         open_index(model, args.index),
         k=args.k,
         image_index=open_index(model, args.image_index) if args.image_index else None,
     )
-    pairs, u, t, skipped = _embedded_pairs(model, args.source, args.split, args.batch_size)
+    pairs, u, t, skipped = _embedded_pairs(
+        model, args.source, args.split, args.batch_size, args.precision
+    )
     reference = None
     if args.reference:
-        ref_pairs, ru, rt, _ = _embedded_pairs(model, args.reference, None, args.batch_size)
+        ref_pairs, ru, rt, _ = _embedded_pairs(
+            model, args.reference, None, args.batch_size, args.precision
+        )
         reference = scorer.score(ru, rt, ref_pairs["study_id"].tolist())["score"].to_numpy()
-    classifier = PromptClassifier(model, args.prompts)
+    classifier = PromptClassifier(model, args.prompts, precision=args.precision)
     table, threshold = flag_pairs(
         scorer, classifier, u, t, fpr=args.fpr, study_ids=pairs["study_id"].tolist(),
         reference_scores=reference,
@@ -93,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedded_pairs(model, source: str, split: str | None, batch_size: int):
+def _embedded_pairs(model, source: str, split: str | None, batch_size: int, precision="auto"):
     """The source's pairs with both an image and a report embedded, and what was skipped."""
     import pandas as pd
 
@@ -108,8 +116,10 @@ def _embedded_pairs(model, source: str, split: str | None, batch_size: int):
             f"no (image, report) pairs in {source}" + (f" split {split}" if split else "")
         )
     ids = [r.id for r in records]
-    images = embed_images(model, [r.image_path for r in records], ids, batch_size=batch_size)
-    texts = embed_texts(model, [r.report for r in records], ids)
+    images = embed_images(
+        model, [r.image_path for r in records], ids, batch_size=batch_size, precision=precision
+    )
+    texts = embed_texts(model, [r.report for r in records], ids, precision=precision)
     skipped = SkipLog()
     for log in (pairset.skipped, images.skipped, texts.skipped):
         skipped.rows.extend(log.rows)
@@ -139,7 +149,9 @@ def _evaluate(model, scorer, pairs, u: np.ndarray, args) -> dict:
     planted = plant_anomalies(
         pairs["report"].tolist(), pairs["patient_id"].tolist(), seed=args.seed, flip=flip_laterality
     )
-    t = embed_texts(model, planted["report"].tolist(), progress=False).vectors
+    t = embed_texts(
+        model, planted["report"].tolist(), progress=False, precision=args.precision
+    ).vectors
     studies = pairs["study_id"].to_numpy()[planted["pair"].to_numpy()].tolist()
     scores = scorer.score(u[planted["pair"].to_numpy()], t, studies)["score"].to_numpy()
     return mismatch_aurocs(scores, planted["kind"].tolist())

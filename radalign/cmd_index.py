@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from radalign.cli_options import add_precision_option, resolve_precision_option
+
 EXAMPLES = """examples:
   radalign index build --model runs/demo/model --source /data/mimic-cxr-jpg --split train \\
       --kind reports --out idx/reports
@@ -35,6 +37,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="image decoding worker processes")
     p.add_argument("--chunk-rows", type=int, default=4096, help="rows per resumable chunk")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    add_precision_option(p)
     p.add_argument(
         "--random-init",
         action="store_true",
@@ -137,6 +140,7 @@ def _build(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         device=device,
         progress=True,
+        precision=resolve_precision_option(args, device),
     )
     print(index.build_summary.line())
     print(f"wrote {args.out}: {len(index)} vectors, factory {index.factory}")
@@ -160,6 +164,7 @@ def _add(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         device=device,
         progress=True,
+        precision=resolve_precision_option(args, device),
     )
     s = index.build_summary
     print(s.line() + (f"; {s.duplicates} already indexed or duplicate" if s.duplicates else ""))

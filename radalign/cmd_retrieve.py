@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from radalign.cli_options import add_precision_option, resolve_precision_option
+
 EXAMPLES = """examples:
   radalign retrieve --model runs/demo/model --index idx/reports scan.dcm more_scans/ -k 5
   radalign retrieve --model runs/demo/model --index idx/reports scans/ --format csv --out hits.csv
@@ -49,6 +51,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="image decoding worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    add_precision_option(p)
     p.add_argument(
         "--random-init",
         action="store_true",
@@ -71,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(args.model, pretrained=not args.random_init).to(device)
+    precision = resolve_precision_option(args, device)
     if args.eval:
-        return _evaluate(args, model, device)
+        return _evaluate(args, model, device, precision)
     from radalign.retrieval.search import format_results, retrieve_for_scans, retrieve_for_text
 
     if args.scans:
@@ -84,9 +88,12 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             num_workers=args.workers,
             device=device,
+            precision=precision,
         )
     else:
-        frame = retrieve_for_text(model, args.index, args.text, k=args.k, device=device)
+        frame = retrieve_for_text(
+            model, args.index, args.text, k=args.k, device=device, precision=precision
+        )
     fmt = args.format or _format_from_suffix(args.out)
     text = format_results(frame, fmt)
     if args.out:
@@ -111,11 +118,18 @@ def _format_from_suffix(out: str | None) -> str:
     return {".json": "json", ".csv": "csv"}.get(Path(out).suffix.lower(), "table")
 
 
-def _evaluate(args: argparse.Namespace, model, device) -> int:
+def _evaluate(args: argparse.Namespace, model, device, precision) -> int:
     from radalign.encoders.atomic import atomic_write
+    from radalign.encoders.precision import resolve_precision
     from radalign.pretrain.sources import open_source
     from radalign.retrieval.evaluate import evaluate_retrieval, load_ids, make_5x200, save_ids
 
+    if precision.name != resolve_precision("auto", device).name:
+        # evaluate_retrieval (retrieval/evaluate.py) embeds in "auto" until it takes `precision`
+        raise ValueError(
+            f"--precision {args.precision} is not supported with --eval yet (it runs in auto: "
+            f"{resolve_precision('auto', device).name} here)"
+        )
     pairs = open_source(args.eval, layout=args.layout, split=args.split, one_image_per_study=True)
     records = list(pairs)
     if args.ids and Path(args.ids).is_file():

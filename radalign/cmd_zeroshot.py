@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from radalign.cli_options import add_precision_option, resolve_precision_option
+
 EXAMPLES = """examples:
   radalign zeroshot --model runs/demo/model scans/ --out preds.csv
   radalign zeroshot --model runs/demo/model --source phantoms/jpg --split test --out preds.csv
@@ -89,6 +91,7 @@ def add_parser(sub) -> None:
         "--window", default="header", choices=["header", "full", "percentile"], help="DICOM window"
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    add_precision_option(p)
     p.add_argument(
         "--random-init", action="store_true", help="build a named model with random weights"
     )
@@ -118,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
     paths, ids, labels, note, source_skips = _inputs(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(args.model, pretrained=not args.random_init).to(device)
-    clf = PromptClassifier(model, prompt_set, temperature=args.temperature, device=device)
+    precision = resolve_precision_option(args, device)
+    clf = PromptClassifier(
+        model, prompt_set, temperature=args.temperature, device=device, precision=precision
+    )
     emb = embed_images(
         model,
         paths,
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         window=args.window,
         device=device,
+        precision=precision,
     )
     if source_skips is not None:  # rows the source could not use (e.g. missing image files)
         emb.skipped.rows[:0] = [r for r in source_skips.rows if r[1] != "empty report"]
@@ -137,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     secs = time.perf_counter() - start
     print(
         f"classified {len(probs)} of {len(paths)} scans{note} for {len(clf.classes)} findings "
-        f"({prompt_set.name} prompts, scale {clf.scale:.3g}) in {secs:.1f}s; "
+        f"({prompt_set.name} prompts, scale {clf.scale:.3g}) in {secs:.1f}s ({emb.precision}); "
         f"{emb.skipped.summary()}"
     )
     print(f"  wrote {out}")

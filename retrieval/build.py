@@ -18,6 +18,8 @@ kept in ``OUT.partial/`` (``chunk-NNNNN.npy`` + ``chunk-NNNNN.parquet``, the par
 last); a rerun with the same model, kind and rows skips the finished chunks.  The partial
 directory is removed once the index is saved.  Inputs that cannot be read are skipped and listed
 in ``skipped.csv`` inside the index directory; ``build.json`` there records what was built.
+The encoders run in ``precision`` (``auto``: bf16 where native and fast, else fp32); vectors
+are stored as float32 either way, and a resumed build with another precision starts over.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import pandas as pd
 from radalign.encoders.atomic import atomic_write
 from radalign.encoders.embed import Embeddings, embed_images, embed_texts
 from radalign.encoders.errors import SkipLog
+from radalign.encoders.precision import Precision, resolve_precision
 from radalign.retrieval.index import EmptyIndexError, Index
 
 __all__ = [
@@ -80,6 +83,7 @@ class BuildSummary:
     chunks: int = 0
     resumed_chunks: int = 0
     seconds: float = 0.0
+    precision: str = "fp32"
 
     def line(self) -> str:
         reasons = ", ".join(f"{r}: {n}" for r, n in self.skip_reasons.items())
@@ -196,6 +200,7 @@ def _embed_chunk(
     num_workers: int,
     device,
     text_cache=None,
+    precision: str | Precision = "auto",
 ) -> Embeddings:
     """Embed one chunk of rows (the unit a build resumes by)."""
     ids = frame["id"].tolist()
@@ -208,6 +213,7 @@ def _embed_chunk(
             device=device,
             progress=False,
             text_cache=text_cache,
+            precision=precision,
         )
     skipped = SkipLog()
     has_path = frame["image_path"].notna().to_numpy()
@@ -222,6 +228,7 @@ def _embed_chunk(
         num_workers=num_workers,
         device=device,
         progress=False,
+        precision=precision,
     )
     emb.skipped.rows[:0] = skipped.rows
     return emb
@@ -247,16 +254,19 @@ def _embed_resumable(
     device,
     progress: bool,
     text_cache=None,
+    precision: Precision | None = None,
 ) -> tuple[np.ndarray, list[str], SkipLog, int, int]:
     """Embed ``frame`` chunk by chunk, keeping finished chunks in ``work``.
 
     Returns (vectors, kept ids, skips, number of chunks, chunks taken from an earlier run)."""
+    precision = resolve_precision(precision or "auto", device or model.device)
     plan = {
         "fingerprint": model.fingerprint(),
         "kind": kind,
         "rows": len(frame),
         "chunk_rows": int(chunk_rows),
         "digest": _rows_digest(frame, kind),
+        "precision": precision.name,
     }
     plan_file = work / "plan.json"
     if work.is_dir():
@@ -287,6 +297,7 @@ def _embed_resumable(
                 num_workers=num_workers,
                 device=device,
                 text_cache=text_cache,
+                precision=precision,
             )
             with atomic_write(stem.with_suffix(".npy")) as fh:
                 np.save(fh, np.asarray(emb.vectors, np.float32), allow_pickle=False)
@@ -327,13 +338,15 @@ def build_index(
     device=None,
     progress: bool = False,
     text_cache=None,
+    precision: str | Precision = "auto",
 ) -> Index:
     """Embed the ``kind`` (``"reports"`` or ``"images"``) of the records and save an index at
     ``out`` with the model's fingerprint; resumes from ``out.partial/`` after an interruption.
 
     For reports, records of one study with the same text are indexed once; ``text_cache`` as
-    in :func:`~radalign.encoders.embed.embed_texts`.  The returned index carries the
-    :class:`BuildSummary` as ``index.build_summary``."""
+    in :func:`~radalign.encoders.embed.embed_texts`; ``precision``: ``auto``, ``bf16`` or
+    ``fp32``.  The returned index carries the :class:`BuildSummary` as
+    ``index.build_summary``."""
     start = time.perf_counter()
     kind = _check_kind(kind)
     if chunk_rows < 1:
@@ -346,6 +359,7 @@ def build_index(
     if frame.empty:
         raise EmptyIndexError(f"no records to index{f' in split {split!r}' if split else ''}")
     work = partial_dir(out)
+    precision = resolve_precision(precision, device or model.device)
     x, kept, skipped, n_chunks, resumed = _embed_resumable(
         model,
         kind,
@@ -357,6 +371,7 @@ def build_index(
         device=device,
         progress=progress,
         text_cache=text_cache,
+        precision=precision,
     )
     if not kept:
         raise EmptyIndexError(
@@ -381,6 +396,7 @@ def build_index(
         chunks=n_chunks,
         resumed_chunks=resumed,
         seconds=round(time.perf_counter() - start, 3),
+        precision=precision.name,
     )
     skipped.write_csv(out / SKIPPED_FILE)
     _write_build_info(out, summary, index, history=[])
@@ -400,6 +416,7 @@ def add_to_index(
     num_workers: int = 0,
     device=None,
     progress: bool = False,
+    precision: str | Precision = "auto",
 ) -> Index:
     """Embed more records (same kind as the index) and append them; ids already in the index
     are left out.  Refuses an index built by another model (``FingerprintMismatch``)."""
@@ -415,6 +432,7 @@ def add_to_index(
         frame, dup = _dedupe_reports(frame)
         duplicates += dup
     skipped, kept, n_chunks, resumed = SkipLog(), [], 0, 0
+    precision = resolve_precision(precision, device or model.device)
     if len(frame):
         work = partial_dir(index_dir)
         x, kept, skipped, n_chunks, resumed = _embed_resumable(
@@ -427,6 +445,7 @@ def add_to_index(
             num_workers=num_workers,
             device=device,
             progress=progress,
+            precision=precision,
         )
         if kept:
             meta = _metadata(frame.set_index("id").loc[kept].reset_index(), kind)
@@ -443,6 +462,7 @@ def add_to_index(
         chunks=n_chunks,
         resumed_chunks=resumed,
         seconds=round(time.perf_counter() - start, 3),
+        precision=precision.name,
     )
     old_skips = SkipLog(_read_skips(index_dir / SKIPPED_FILE))
     old_skips.rows += skipped.rows

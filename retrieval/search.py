@@ -122,14 +122,22 @@ def retrieve_for_scans(
     batch_size: int = 32,
     num_workers: int = 0,
     device=None,
+    precision: str = "auto",
 ) -> pd.DataFrame:
-    """Top-``k`` index entries for each scan (files, folders or list files), best first."""
+    """Top-``k`` index entries for each scan (files, folders or list files), best first;
+    the scans are embedded in ``precision`` (``auto``, ``bf16`` or ``fp32``)."""
     index = open_index(model, index)
     paths = expand_scans(scans)
     if not paths:
         raise InputError(str(scans), "no scans", "no image files found")
     emb = embed_images(
-        model, paths, batch_size=batch_size, num_workers=num_workers, device=device, progress=False
+        model,
+        paths,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        progress=False,
+        precision=precision,
     )
     return search_embeddings(index, emb, k, emb.metadata["path"].tolist())
 
@@ -141,13 +149,15 @@ def retrieve_for_text(
     k: int = 5,
     *,
     device=None,
+    precision: str = "auto",
 ) -> pd.DataFrame:
-    """Top-``k`` index entries (typically scans of an image index) for each text, best first."""
+    """Top-``k`` index entries (typically scans of an image index) for each text, best first;
+    the texts are embedded in ``precision``."""
     index = open_index(model, index)
     if isinstance(texts, str):
         texts = [texts]
     ids = [f"text{i}" for i in range(len(texts))]
-    emb = embed_texts(model, list(texts), ids, device=device, progress=False)
+    emb = embed_texts(model, list(texts), ids, device=device, progress=False, precision=precision)
     return search_embeddings(index, emb, k, emb.metadata["text"].tolist())
 
 

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from radalign.encoders.precision import Precision, autocast, resolve_precision
 from radalign.retrieval.index import Index
 from radalign.zeroshot.prompts import PromptSet, load_prompt_set
 
@@ -40,7 +42,9 @@ class PromptClassifier:
     """Scores embeddings against a prompt set's class vectors (see the module docstring).
 
     ``temperature`` replaces the model's logit scale by ``1 / temperature``; ``device`` is where
-    the prompts are embedded (default: the model's device).
+    the prompts are embedded (default: the model's device), in ``precision`` (``auto``: bf16
+    where native and fast, else fp32; see :mod:`radalign.encoders.precision`). The class vectors
+    and all scoring stay float32 / float64.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class PromptClassifier:
         temperature: float | None = None,
         batch_size: int = 128,
         device: str | torch.device | None = None,
+        precision: str | Precision = "auto",
     ) -> None:
         if isinstance(prompt_set, str):
             prompt_set = load_prompt_set(prompt_set)
@@ -60,6 +65,7 @@ class PromptClassifier:
         self.prompt_set = prompt_set
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else model.device
+        self.precision = resolve_precision(precision, self.device)
         if temperature is not None:
             self.scale = 1.0 / float(temperature)
         else:
@@ -89,7 +95,11 @@ class PromptClassifier:
                 for s in range(0, len(texts), self.batch_size):
                     tokens = self.model.tokenize(texts[s : s + self.batch_size])
                     tokens = {k: v.to(self.device) for k, v in tokens.items()}
-                    out.append(self.model.encode_text(tokens).float().cpu().numpy())
+                    with autocast(self.device, self.precision):
+                        vectors = self.model.encode_text(tokens).float()
+                    if self.precision.reduced:
+                        vectors = F.normalize(vectors, dim=-1)
+                    out.append(vectors.cpu().numpy())
         finally:
             self.model.train(was_training)
         if not out:

@@ -171,3 +171,36 @@ def test_cli_build_add_info(phantoms, tmp_path, capsys):
     assert "Pleural Effusion" in info["labels"]
     args = parser.parse_args(["index", "info", str(out)])
     assert args.run(args) == 0 and "fingerprint" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # two small bf16 passes; bf16 is emulated on most CPUs
+def test_precision_is_recorded_and_a_resume_in_another_precision_starts_over(
+    pairs, tiny_model, tmp_path
+):
+    import warnings
+
+    from radalign.encoders.precision import Precision, SlowPrecisionWarning
+
+    records = list(pairs)[:4]
+    a = build_index(tiny_model, records, kind="reports", out=tmp_path / "a", precision="fp32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SlowPrecisionWarning)
+        b = build_index(tiny_model, records, kind="reports", out=tmp_path / "b", precision="bf16")
+    assert read_build_info(tmp_path / "a")["precision"] == "fp32"
+    assert read_build_info(tmp_path / "b")["precision"] == "bf16"
+    assert list(a.metadata["id"]) == list(b.metadata["id"])
+    va, vb = np.asarray(a.vectors), np.asarray(b.vectors)
+    assert vb.dtype == np.float32 and (va * vb).sum(axis=1).min() >= 0.999
+
+    frame = build_mod.records_frame(records)
+    work = tmp_path / "work"
+
+    def resumed(name: str) -> int:
+        return build_mod._embed_resumable(
+            tiny_model, "reports", frame, work, chunk_rows=2, batch_size=8, num_workers=0,
+            device=None, progress=False, precision=Precision(name, "test"),
+        )[4]  # fmt: skip
+
+    assert resumed("fp32") == 0
+    assert resumed("fp32") == 2  # both chunks reused
+    assert resumed("bf16") == 0  # another precision: start over
