@@ -2,7 +2,8 @@
 
 The region grid comes from timm's ``forward_intermediates`` (one interface for CNNs and ViTs):
 an NCHW map from the stage ``local_layer`` (``-1`` the last, ``-2`` the one before, which at
-224 px is 14x14 on ResNets, as GLoRIA uses).
+224 px is 14x14 on ResNets, as GLoRIA uses). Its blocks (:class:`~radalign.encoders.tower.Tower`)
+are the same stages, timm's ``feature_info`` modules.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from pathlib import Path
 import timm
 import torch
 from radalign.encoders.config import ImageTowerConfig
+from radalign.encoders.tower import Tower
 from radalign.encoders.weights import load_state_dict_file
 from torch import nn
 
 
-class TimmImageTower(nn.Module):
-    """``forward(x) -> (pooled [B, C], regions [B, C_local, h, w])``."""
+class TimmImageTower(Tower):
+    """``forward(x) -> (pooled [B, C], regions [B, C_local, h, w])``.
+
+    Tower protocol (:class:`~radalign.encoders.tower.Tower`): ``blocks()`` are the stages
+    ``local_layer`` counts (a ViT's transformer blocks; a ResNet's stem output ``act1``, then
+    ``layer1..4``); ``set_grad_checkpointing`` is timm's; ``train_top_layers(n)`` trains the
+    top n of them.
+    """
 
     def __init__(self, config: ImageTowerConfig, *, load_weights: bool = True) -> None:
         super().__init__()
@@ -35,7 +43,7 @@ class TimmImageTower(nn.Module):
                     f"missing keys such as {head[:5]}"
                 )
         if config.gradient_checkpointing:
-            self.model.set_grad_checkpointing(True)
+            self.set_grad_checkpointing(True)
         data_cfg = self.model.pretrained_cfg
         self.mean = list(config.mean or data_cfg.get("mean", (0.5, 0.5, 0.5)))
         self.std = list(config.std or data_cfg.get("std", (0.5, 0.5, 0.5)))
@@ -55,6 +63,20 @@ class TimmImageTower(nn.Module):
         )
         pooled = self.model.forward_head(final, pre_logits=True)
         return pooled, inter[-1]
+
+    def blocks(self) -> list[nn.Module]:
+        return timm_blocks(self.model)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+
+def timm_blocks(model: nn.Module) -> list[nn.Module]:
+    """A timm model's feature stages, bottom to top (what ``forward_intermediates`` indexes)."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        raise ValueError(f"cannot find the blocks of timm model {type(model).__name__}")
+    return [model.get_submodule(i["module"]) for i in info]
 
 
 def _create_timm(config: ImageTowerConfig, tag: str | None) -> nn.Module:

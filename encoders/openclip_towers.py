@@ -33,7 +33,15 @@ from typing import Any
 
 import torch
 from radalign.encoders.config import ImageTowerConfig, ModelConfig, TextTowerConfig
-from radalign.encoders.text_tower import ReportTokenizer, _quiet, merge_word_pieces
+from radalign.encoders.image_tower import timm_blocks
+from radalign.encoders.text_tower import (
+    ReportTokenizer,
+    _quiet,
+    hf_blocks,
+    merge_word_pieces,
+    set_hf_checkpointing,
+)
+from radalign.encoders.tower import Tower
 from radalign.encoders.weights import load_state_dict_file
 from torch import nn
 
@@ -320,12 +328,17 @@ def _strip_visual_projection(visual: nn.Module) -> None:
 
 
 # -- image tower -------------------------------------------------------------------------------
-class OpenClipImageTower(nn.Module):
+class OpenClipImageTower(Tower):
     """``forward(x) -> (pooled [B, C], regions [B, C_local, h, w])`` from an open_clip visual.
 
     ``pooled`` is the visual's pooled feature before open_clip's projection (see the module
     docstring); ``regions`` the output of transformer block / stage ``config.local_layer``
     (``forward_intermediates``, not normalised, as the timm tower).
+
+    Tower protocol (:class:`~radalign.encoders.tower.Tower`): ``blocks()`` are a CLIP ViT's
+    ``transformer.resblocks``, a timm trunk's stages (as :class:`TimmImageTower`'s) or a CLIP
+    ResNet's ``layer1..4``; ``set_grad_checkpointing`` is open_clip's (CLIP ResNets have none:
+    a warning, and training goes on without); ``train_top_layers(n)`` trains the top n blocks.
     """
 
     def __init__(self, config: ImageTowerConfig, *, load_weights: bool = True) -> None:
@@ -344,7 +357,7 @@ class OpenClipImageTower(nn.Module):
         )
         _strip_visual_projection(self.visual)
         if config.gradient_checkpointing:
-            self.visual.set_grad_checkpointing(True)
+            self.set_grad_checkpointing(True)
         pp = self.source.preprocess_cfg
         self.mean = [float(v) for v in (config.mean or pp["mean"])]
         self.std = [float(v) for v in (config.std or pp["std"])]
@@ -363,6 +376,31 @@ class OpenClipImageTower(nn.Module):
             x, indices=[self.config.local_layer], intermediates_only=False
         )
         return out["image_features"], out["image_intermediates"][-1]
+
+    def blocks(self) -> list[nn.Module]:
+        from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.timm_model import TimmModel
+        from open_clip.transformer import VisionTransformer
+
+        v = self.visual
+        if isinstance(v, VisionTransformer):
+            return list(v.transformer.resblocks)
+        if isinstance(v, TimmModel):
+            return timm_blocks(v.trunk)
+        if isinstance(v, ModifiedResNet):
+            return [v.layer1, v.layer2, v.layer3, v.layer4]
+        raise ValueError(f"cannot find the blocks of open_clip image tower {type(v).__name__}")
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        from open_clip.modified_resnet import ModifiedResNet
+
+        if enable and isinstance(self.visual, ModifiedResNet):
+            warnings.warn(
+                "open_clip CLIP-ResNet image towers have no activation checkpointing; "
+                "training without it",
+                stacklevel=2,
+            )
+        self.visual.set_grad_checkpointing(enable)
 
     def save_backbone_files(self, directory: Path) -> None:
         """Write ``open_clip_config.json`` (architecture + preprocessing; weights go elsewhere)."""
@@ -453,7 +491,7 @@ class BpeReportTokenizer:
         return out, all_words
 
 
-class OpenClipTextTower(nn.Module):
+class OpenClipTextTower(Tower):
     """``forward(tokens) -> (pooled [B, H], words [B, W, H], word_mask [B, W])``.
 
     Native CLIP text transformers: ``pooled`` is open_clip's own pooling (the EOT token for
@@ -462,6 +500,11 @@ class OpenClipTextTower(nn.Module):
     is open_clip's pooler (``hf_pooler_type``) before its ``proj``; words merge the last hidden
     states' word pieces as :class:`~radalign.encoders.text_tower.HFTextTower` does.
     ``text.pooling`` does not apply (open_clip's pooling is kept).
+
+    Tower protocol (:class:`~radalign.encoders.tower.Tower`): ``blocks()`` are the CLIP
+    transformer's ``resblocks`` or the HF encoder's layers; ``set_grad_checkpointing`` is
+    open_clip's (HF encoders: as :class:`~radalign.encoders.text_tower.HFTextTower`'s);
+    ``train_top_layers(n)`` trains the top n blocks (embeddings and ``ln_final`` frozen).
     """
 
     def __init__(self, config: TextTowerConfig, *, load_weights: bool = True) -> None:
@@ -515,7 +558,18 @@ class OpenClipTextTower(nn.Module):
         else:
             raise ValueError(f"unsupported open_clip text tower {type(self.text).__name__}")
         if config.gradient_checkpointing:
-            self.text.set_grad_checkpointing(True)
+            self.set_grad_checkpointing(True)
+
+    def blocks(self) -> list[nn.Module]:
+        if self.kind == "hf":
+            return hf_blocks(self.text.transformer)
+        return list(self.text.transformer.resblocks)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if self.kind == "hf":  # open_clip's own calls a deprecated API and cannot switch off
+            set_hf_checkpointing(self.text.transformer, enable)
+        else:
+            self.text.set_grad_checkpointing(enable)
 
     def _hf_tokenizer(self, text_cfg: dict[str, Any]):
         from transformers import AutoTokenizer

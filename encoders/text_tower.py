@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from radalign.encoders.config import TextTowerConfig
+from radalign.encoders.tower import Tower
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -95,8 +96,14 @@ class ReportTokenizer:
         return out, words
 
 
-class HFTextTower(nn.Module):
-    """``forward(tokens) -> (pooled [B, H], words [B, W, H], word_mask [B, W])``."""
+class HFTextTower(Tower):
+    """``forward(tokens) -> (pooled [B, H], words [B, W, H], word_mask [B, W])``.
+
+    Tower protocol (:class:`~radalign.encoders.tower.Tower`): ``blocks()`` are the encoder's
+    transformer layers (BERT: ``encoder.layer``); ``set_grad_checkpointing`` is transformers'
+    non-reentrant activation checkpointing (effective in training mode); ``train_top_layers(n)``
+    trains the top n layers, with the embeddings frozen.
+    """
 
     def __init__(self, config: TextTowerConfig, *, load_weights: bool = True) -> None:
         super().__init__()
@@ -128,7 +135,7 @@ class HFTextTower(nn.Module):
         else:
             self.model = _quiet(AutoModel.from_config, hf_config, add_pooling_layer=False)
         if config.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            self.set_grad_checkpointing(True)
         self.tokenizer = ReportTokenizer(tokenizer, config.max_length, config.drop_punctuation)
         self.num_features = int(self.model.config.hidden_size)
 
@@ -143,6 +150,12 @@ class HFTextTower(nn.Module):
         for key, value in overrides.items():
             setattr(hf_config, key, value)
         return hf_config, True
+
+    def blocks(self) -> list[nn.Module]:
+        return hf_blocks(self.model)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        set_hf_checkpointing(self.model, enable)
 
     def save_backbone_files(self, directory: Path) -> None:
         """Write the backbone's HF config and tokenizer (not weights) to ``directory``."""
@@ -163,6 +176,34 @@ class HFTextTower(nn.Module):
             raise ValueError(f"text.pooling must be 'cls' or 'mean', not {self.config.pooling!r}")
         words, word_mask = merge_word_pieces(hidden, tokens["word_index"], self.config.word_merge)
         return pooled, words, word_mask
+
+
+def hf_blocks(backbone: nn.Module) -> list[nn.Module]:
+    """The transformer layers of a Hugging Face encoder, bottom to top."""
+    for path in ("encoder.layer", "encoder.layers", "transformer.layer", "layers"):
+        obj = backbone
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if isinstance(obj, nn.ModuleList):
+            return list(obj)
+    raise ValueError(f"cannot find the transformer layers of {type(backbone).__name__}")
+
+
+def set_hf_checkpointing(model, enable: bool) -> None:
+    """Non-reentrant activation checkpointing on a transformers model, on or off.
+
+    Non-reentrant, so layers above frozen embeddings still get gradients (reentrant checkpoints
+    whose inputs need no gradient give their parameters none)."""
+    if enable:
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # newer transformers
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def merge_word_pieces(
