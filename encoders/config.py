@@ -83,6 +83,11 @@ class ModelConfig:
     projection: str = "linear"
     """``linear`` or ``mlp`` (Linear-GELU-Linear) heads."""
     logit_scale_init: float = 1 / 0.07
+    text_adapter_layers: int = 0
+    """Trainable transformer layers (width ``local_dim``) over the report tower's word features.
+    With N > 0 the word features of the local losses are these layers' outputs and the global
+    report embedding is their masked mean: context that a frozen tower's mean-pooled sentence
+    loses (left vs right), at a small fraction of the tower's cost."""
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
 

@@ -69,6 +69,34 @@ def build_towers(config: ModelConfig, load_weights: bool) -> tuple[nn.Module, nn
     return image, text
 
 
+class WordAdapter(nn.Module):
+    """Pre-norm transformer layers over word features ``[B, W, D]`` with a word mask ``[B, W]``.
+
+    Trainable context on top of a (possibly frozen) report tower; padded words stay zero."""
+
+    def __init__(self, dim: int, layers: int, heads: int = 4) -> None:
+        super().__init__()
+        block = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=0.1, activation="gelu",
+            batch_first=True, norm_first=True,
+        )  # fmt: skip
+        self.layers = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.bool()
+        attend = mask.clone()
+        attend[~mask.any(dim=1), 0] = True  # a report without words attends to its first slot
+        out = self.norm(self.layers(words, src_key_padding_mask=~attend))
+        return out * mask[..., None].to(out.dtype)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x [B, W, D]`` over the words where ``mask [B, W]`` is True (0 for none)."""
+    m = mask.to(x.dtype)[..., None]
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
 class RadAlignModel(nn.Module):
     """Two towers mapped into a shared global space (E) and a shared word/region space (D).
 
@@ -83,9 +111,15 @@ class RadAlignModel(nn.Module):
         self.image_tower, self.text_tower = build_towers(config, load_weights)
         img_c, txt_c = self.image_tower.num_features, self.text_tower.num_features
         self.image_proj = _head(config.projection, img_c, config.embed_dim)
-        self.text_proj = _head(config.projection, txt_c, config.embed_dim)
         self.image_local_proj = nn.Linear(self.image_tower.local_channels, config.local_dim)
         self.text_local_proj = nn.Linear(txt_c, config.local_dim)
+        self.text_adapter = (
+            WordAdapter(config.local_dim, config.text_adapter_layers)
+            if config.text_adapter_layers > 0
+            else None
+        )
+        pooled_dim = config.local_dim if self.text_adapter is not None else txt_c
+        self.text_proj = _head(config.projection, pooled_dim, config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
 
     # -- inputs ---------------------------------------------------------------------------
@@ -125,8 +159,12 @@ class RadAlignModel(nn.Module):
         """Report features; ``tower_outputs`` (pooled, words, word mask) replaces the tower's
         forward pass, e.g. with features of a frozen tower computed once."""
         pooled, words, word_mask = tower_outputs or self.text_tower(tokens)
+        words = self.text_local_proj(words)
+        if self.text_adapter is not None:
+            words = self.text_adapter(words, word_mask)
+            pooled = masked_mean(words, word_mask)
         emb = F.normalize(self.text_proj(pooled), dim=-1)
-        return TextFeatures(emb, self.text_local_proj(words), word_mask)
+        return TextFeatures(emb, words, word_mask)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """L2-normalised global image embeddings ``[B, E]``."""
@@ -135,6 +173,8 @@ class RadAlignModel(nn.Module):
 
     def encode_text(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """L2-normalised global report embeddings ``[B, E]``."""
+        if self.text_adapter is not None:
+            return self.text_features(tokens).embedding
         pooled, _, _ = self.text_tower(tokens)
         return F.normalize(self.text_proj(pooled), dim=-1)
 

@@ -59,6 +59,9 @@ class LossConfig:
     """Word-region loss against all processes' pairs (default: each process's own batch)."""
     token_weight: float = 0.0
     """MGCA-style in-pair token alignment; 0 turns it off."""
+    flip_negatives: bool = False
+    """Laterality hard negatives: each training report that names a side also enters, with left
+    and right swapped, as one extra negative for its own image in the image→report InfoNCE."""
 
 
 @dataclass
@@ -99,7 +102,10 @@ class TrainConfig:
     """Per process; the global batch is this times processes times grad_accum."""
     grad_accum: int = 1
     max_steps: int = 300
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"
+    """``auto`` (bf16 where the hardware runs it natively and fast: Ampere+ GPUs, CPUs with
+    AMX/AVX512-BF16; else fp32), ``bf16``, ``fp16`` or ``no``/``fp32``. The losses, logits and
+    logit scale stay float32 either way; ``run.json`` records what ran and why."""
     gradient_checkpointing: bool = False
     log_every: int = 10
     eval_every: int = 100

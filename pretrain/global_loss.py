@@ -23,7 +23,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from radalign.pretrain.distributed import all_gather_with_grad, world_info
+from radalign.pretrain.distributed import all_gather_no_grad, all_gather_with_grad, world_info
 from torch import Tensor, nn
 
 __all__ = [
@@ -68,9 +68,13 @@ class GlobalContrastiveLoss(nn.Module):
         label_smoothing: passed to ``F.cross_entropy``.
         max_logit_scale: cap on s (see the module docstring).
 
-    ``forward(u, t, logit_scale, return_logits=False)`` returns the scalar loss, or
-    ``(loss, logits_per_image)`` where ``logits_per_image`` is the matrix the image→report
-    cross-entropy used (``[B, B]`` single-process, ``[N, N]`` gathered, ``[B, N]`` local).
+    ``forward(u, t, logit_scale, return_logits=False, hard_negatives=None)`` returns the scalar
+    loss, or ``(loss, logits_per_image)`` where ``logits_per_image`` is the matrix the
+    image→report cross-entropy used (``[B, B]`` single-process, ``[N, N]`` gathered, ``[B, N]``
+    local). ``hard_negatives = (h [B, E], valid [B] bool)``: one extra report per image (e.g. its
+    own report with left and right swapped) that enters only image i's row of the image→report
+    cross-entropy as one more column, s·u_i·h_i (−inf where ``valid`` is False); gathered like
+    ``t`` across processes.
     """
 
     def __init__(
@@ -87,11 +91,17 @@ class GlobalContrastiveLoss(nn.Module):
         self.max_logit_scale = max_logit_scale
 
     def forward(
-        self, u: Tensor, t: Tensor, logit_scale: Tensor, return_logits: bool = False
+        self,
+        u: Tensor,
+        t: Tensor,
+        logit_scale: Tensor,
+        return_logits: bool = False,
+        hard_negatives: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         _check_pairs(u, t)
         s = logit_scale_value(logit_scale, self.max_logit_scale)
         rank, world = world_info()
+        rows_u = u  # the images whose rows the image→report cross-entropy scores
         if self.gather and world > 1:
             all_u, all_t = all_gather_with_grad(u), all_gather_with_grad(t)
             if self.local_loss:
@@ -102,13 +112,23 @@ class GlobalContrastiveLoss(nn.Module):
                 logits_img = s * all_u @ all_t.T
                 logits_txt = logits_img.T
                 labels = torch.arange(all_u.shape[0], device=u.device)
+                rows_u = all_u
+                if hard_negatives is not None:
+                    h, valid = hard_negatives
+                    hard_negatives = (all_gather_with_grad(h), all_gather_no_grad(valid))
         else:
             logits_img = s * u @ t.T
             logits_txt = logits_img.T
             labels = torch.arange(u.shape[0], device=u.device)
+        logits_i2t = logits_img
+        if hard_negatives is not None:
+            h, valid = hard_negatives
+            _check_pairs(rows_u, h)
+            extra = (s * (rows_u * h).sum(dim=1)).masked_fill(~valid.bool(), float("-inf"))
+            logits_i2t = torch.cat([logits_img, extra[:, None]], dim=1)
         ls = self.label_smoothing
         loss = 0.5 * (
-            F.cross_entropy(logits_img, labels, label_smoothing=ls)
+            F.cross_entropy(logits_i2t, labels, label_smoothing=ls)
             + F.cross_entropy(logits_txt, labels, label_smoothing=ls)
         )
         return (loss, logits_img) if return_logits else loss

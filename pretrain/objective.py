@@ -9,10 +9,17 @@ so each pair sees the whole global batch as negatives. The word–region loss is
 process's own batch by default (its cost grows with the square of the batch it sees);
 ``local_gather: true`` scores against all ranks' reports and images instead. The token loss is
 in-pair, so it needs nothing from other ranks.
+
+Precision: under bf16/fp16 autocast the towers run in reduced precision, but every loss here
+(the logits, the logit scale, the softmaxes and the word-region attention) is computed in
+float32 with autocast switched off: the features are cast up with ``.float()`` first.
 """
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from radalign.encoders.model import ImageFeatures, TextFeatures
 from radalign.pretrain.config import LossConfig
 from radalign.pretrain.global_loss import GlobalContrastiveLoss, SigLIPLoss
@@ -32,6 +39,8 @@ class Objective(nn.Module):
             raise ValueError(
                 f"loss.global_kind must be one of {GLOBAL_KINDS}, not {config.global_kind!r}"
             )
+        if config.flip_negatives and config.global_kind != "clip":
+            raise ValueError("loss.flip_negatives needs loss.global_kind: clip")
         self.config = config
         if config.global_kind == "siglip":
             self.global_loss: nn.Module = SigLIPLoss(gather=config.gather)
@@ -57,13 +66,35 @@ class Objective(nn.Module):
         return self.config.local_weight > 0 or self.config.token_weight > 0
 
     def forward(
-        self, image: ImageFeatures, text: TextFeatures, logit_scale: Tensor
+        self,
+        image: ImageFeatures,
+        text: TextFeatures,
+        logit_scale: Tensor,
+        hard_negatives: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``hard_negatives``: ``(embeddings [B, E], valid [B])``, one extra report per image
+        for the global image→report loss (``loss.flip_negatives``; InfoNCE only)."""
+        with _no_autocast(image.embedding.device):
+            return self._forward(image, text, logit_scale, hard_negatives)
+
+    def _forward(
+        self,
+        image: ImageFeatures,
+        text: TextFeatures,
+        logit_scale: Tensor,
+        hard_negatives: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.config
         parts: dict[str, Tensor] = {}
-        total = image.embedding.new_zeros(())
+        total = image.embedding.new_zeros((), dtype=torch.float32)
         if c.global_weight > 0:
-            g = self.global_loss(image.embedding.float(), text.embedding.float(), logit_scale)
+            extra = {}
+            if hard_negatives is not None:
+                h, valid = hard_negatives
+                extra = {"hard_negatives": (h.float(), valid)}
+            g = self.global_loss(
+                image.embedding.float(), text.embedding.float(), logit_scale.float(), **extra
+            )
             parts["global"], total = g.detach(), total + c.global_weight * g
         if self.uses_words:
             regions, words = image.regions.float(), text.words.float()
@@ -76,6 +107,14 @@ class Objective(nn.Module):
                 parts["token"], total = tok.detach(), total + c.token_weight * tok
         parts["loss"] = total.detach()
         return total, parts
+
+
+def _no_autocast(device: torch.device):
+    """Autocast off on ``device`` (float32 maths inside a bf16/fp16 autocast region)."""
+    available = getattr(torch.amp, "is_autocast_available", lambda t: t in ("cpu", "cuda"))
+    if available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _at_least_one_word(word_mask: Tensor) -> Tensor:

@@ -20,11 +20,13 @@ from accelerate.utils import gather_object, set_seed
 from omegaconf import OmegaConf
 from radalign.encoders.atomic import atomic_write
 from radalign.encoders.errors import SkipLog
+from radalign.encoders.model import TextFeatures
 from radalign.pretrain.config import TrainConfig, save_train_config
 from radalign.pretrain.frozen_text import FrozenTextCache
 from radalign.pretrain.global_loss import clamp_logit_scale_
 from radalign.pretrain.objective import Objective
 from radalign.pretrain.pair_dataset import EpochShuffleSampler, PairCollator, PairDataset
+from radalign.pretrain.phantom_reports import flip_laterality
 from radalign.pretrain.train_state import (
     LoopState,
     find_checkpoint,
@@ -59,9 +61,16 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
     """Train as ``config`` says; ``resume`` = ``True`` (newest checkpoint of the run) or a path."""
     run_dir = Path(config.output_dir)
     uses_local = config.loss.local_weight > 0 or config.loss.token_weight > 0
+    from radalign.encoders.precision import resolve_precision
+
+    # mixed_precision "auto": bf16 where the hardware runs it natively and fast, else fp32
+    precision = resolve_precision(
+        config.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    log.info("precision: %s", precision)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
+        mixed_precision=precision.mixed_precision,
         gradient_accumulation_steps=config.grad_accum,
         log_with=[t for t in config.trackers if t] or None,
         project_dir=str(run_dir),
@@ -112,8 +121,10 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
     text_cache = None
     if config.optim.freeze_text:
         text_cache = FrozenTextCache(model.to(accelerator.device))
-        reports = (str(r.report or "").strip() for r in train_records)
-        text_cache.warm([r for r in reports if r], accelerator.device)
+        reports = [r for r in (str(r.report or "").strip() for r in train_records) if r]
+        if config.loss.flip_negatives:
+            reports += [flip_laterality(r) for r in reports]
+        text_cache.warm(reports, accelerator.device)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     state = LoopState()
     if checkpoint is not None:
@@ -126,7 +137,7 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_train_config(config, run_dir / "config.yaml")
-        _write_run_info(accelerator, run_dir / "run.json", checkpoint)
+        _write_run_info(accelerator, run_dir / "run.json", checkpoint, precision)
         pairs.skipped.write_csv(run_dir / "data-skipped.csv")
     if accelerator.log_with:
         accelerator.init_trackers("tb", config=_flat(config))
@@ -231,11 +242,24 @@ def train_step(
     """One (micro-)batch: forward, loss, backward, and the optimizer step when gradients sync.
 
     Returns the detached loss components. Raises :class:`NonFiniteLoss` before any update."""
+    core = accelerator.unwrap_model(model)
+    reports, tokens, flipped = batch["reports"], batch["tokens"], None
+    if config.loss.flip_negatives:  # the batch's reports with left/right swapped, after them
+        flipped = [flip_laterality(r) for r in reports]
+        reports = list(reports) + flipped
+        if text_cache is None:
+            tokens = {k: v.to(accelerator.device) for k, v in core.tokenize(reports).items()}
     with accelerator.accumulate(model):
         with accelerator.autocast():
-            cached = text_cache(batch["reports"], accelerator.device) if text_cache else None
-            img, txt = model(batch["pixels"], batch["tokens"], cached)
-            total, parts = objective(img, txt, accelerator.unwrap_model(model).logit_scale)
+            cached = text_cache(reports, accelerator.device) if text_cache else None
+            img, txt = model(batch["pixels"], tokens, cached)
+            negatives = None
+            if flipped is not None:
+                n = len(flipped)
+                valid = [f != r for f, r in zip(flipped, batch["reports"], strict=True)]
+                negatives = (txt.embedding[n:], torch.tensor(valid, device=txt.embedding.device))
+                txt = TextFeatures(txt.embedding[:n], txt.words[:n], txt.word_mask[:n])
+            total, parts = objective(img, txt, core.logit_scale, negatives)
         _stop_if_not_finite(accelerator, total, parts, step)
         accelerator.backward(total)
         _average_loss_grads(accelerator, objective)
@@ -244,7 +268,7 @@ def train_step(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        clamp_logit_scale_(accelerator.unwrap_model(model).logit_scale)
+        clamp_logit_scale_(core.logit_scale)
     return parts
 
 
@@ -252,30 +276,14 @@ def _build_model(config: TrainConfig):
     from radalign.api import load
 
     model = load(config.model, pretrained=not config.random_init)
+    # only the towers' protocol (radalign.encoders.tower.Tower): any backend, timm/HF/open_clip
     if config.gradient_checkpointing:
-        model.image_tower.model.set_grad_checkpointing(True)
-        model.text_tower.model.gradient_checkpointing_enable()
-    if config.optim.freeze_text or config.optim.text_trainable_layers is not None:
-        for p in model.text_tower.parameters():
-            p.requires_grad_(False)
-    if not config.optim.freeze_text and config.optim.text_trainable_layers:
-        for layer in _text_layers(model.text_tower.model)[-config.optim.text_trainable_layers :]:
-            for p in layer.parameters():
-                p.requires_grad_(True)
+        model.image_tower.set_grad_checkpointing(True)
+        model.text_tower.set_grad_checkpointing(True)
+    text_layers = 0 if config.optim.freeze_text else config.optim.text_trainable_layers
+    if text_layers is not None:
+        model.text_tower.train_top_layers(text_layers)
     return model
-
-
-def _text_layers(backbone) -> list:
-    """The transformer blocks of a Hugging Face encoder (BERT family: ``encoder.layer``)."""
-    for path in ("encoder.layer", "transformer.layer", "layers", "transformer.resblocks"):
-        obj = backbone
-        for name in path.split("."):
-            obj = getattr(obj, name, None)
-        if obj is not None:
-            return list(obj)
-    raise ValueError(
-        f"optim.text_trainable_layers: cannot find the layers of {type(backbone).__name__}"
-    )
 
 
 def _optimizer(model, config: TrainConfig, objective=None) -> torch.optim.Optimizer:
@@ -354,8 +362,10 @@ def _stop_if_not_finite(accelerator, total, parts, step: int) -> None:
         )
 
 
-def _write_run_info(accelerator, path: Path, resumed_from: Path | None) -> None:
-    """Where and how this run (or resumed part) ran, for reproducing it."""
+def _write_run_info(accelerator, path: Path, resumed_from: Path | None, precision=None) -> None:
+    """Where and how this run (or resumed part) ran, for reproducing it; ``precision`` (the
+    resolved :class:`~radalign.encoders.precision.Precision`) adds what was requested, what was
+    used and why."""
     import platform
 
     from radalign import __version__
@@ -369,6 +379,7 @@ def _write_run_info(accelerator, path: Path, resumed_from: Path | None) -> None:
         if torch.cuda.is_available()
         else platform.processor(),
         "mixed_precision": accelerator.mixed_precision,
+        "precision": precision.as_dict() if precision is not None else None,
         "resumed_from": str(resumed_from) if resumed_from else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -120,16 +120,9 @@ def _format_from_suffix(out: str | None) -> str:
 
 def _evaluate(args: argparse.Namespace, model, device, precision) -> int:
     from radalign.encoders.atomic import atomic_write
-    from radalign.encoders.precision import resolve_precision
     from radalign.pretrain.sources import open_source
     from radalign.retrieval.evaluate import evaluate_retrieval, load_ids, make_5x200, save_ids
 
-    if precision.name != resolve_precision("auto", device).name:
-        # evaluate_retrieval (retrieval/evaluate.py) embeds in "auto" until it takes `precision`
-        raise ValueError(
-            f"--precision {args.precision} is not supported with --eval yet (it runs in auto: "
-            f"{resolve_precision('auto', device).name} here)"
-        )
     pairs = open_source(args.eval, layout=args.layout, split=args.split, one_image_per_study=True)
     records = list(pairs)
     if args.ids and Path(args.ids).is_file():
@@ -149,6 +142,7 @@ def _evaluate(args: argparse.Namespace, model, device, precision) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         device=device,
+        precision=precision,
     )
     result["source"] = str(args.eval)
     result["split"] = args.split

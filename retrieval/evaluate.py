@@ -191,6 +191,7 @@ def evaluate_retrieval(
     batch_size: int = 32,
     num_workers: int = 0,
     device=None,
+    precision="auto",
 ) -> dict[str, Any]:
     """Image->report and report->image Recall@K and label-match Precision@K on the 5x200 subset
     of ``records`` (all one-of-five studies when fewer exist); ``ids`` (a selection or a JSON
@@ -221,9 +222,15 @@ def evaluate_retrieval(
         num_workers=num_workers,
         device=device,
         progress=False,
+        precision=precision,
     )
     txt = embed_texts(
-        model, [by_id[i].report for i in case_ids], case_ids, device=device, progress=False
+        model,
+        [by_id[i].report for i in case_ids],
+        case_ids,
+        device=device,
+        progress=False,
+        precision=precision,
     )
     img_row = {i: r for r, i in enumerate(img.metadata["id"])}
     txt_row = {i: r for r, i in enumerate(txt.metadata["id"])}

@@ -108,3 +108,58 @@ def test_hub_configs_build_offline_with_random_weights(name):
         img = model.image_features(torch.randn(1, 3, size, size))
     assert img.grid == (14, 14)
     assert model.config.text.source.startswith(("emilyalsentzer", "microsoft"))
+
+
+@pytest.fixture(scope="module")
+def adapter_model():
+    """``tiny`` with one word-adapter layer over the report tower's word features."""
+    import dataclasses
+
+    from radalign.encoders.model import RadAlignModel
+
+    config = dataclasses.replace(radalign.load("tiny").config, text_adapter_layers=1)
+    torch.manual_seed(0)
+    return RadAlignModel(config, load_weights=False).eval()
+
+
+def test_word_adapter_feeds_words_and_embedding(adapter_model):
+    from radalign.encoders.model import masked_mean
+
+    pixels, tokens = _inputs(adapter_model)
+    with torch.no_grad():
+        txt = adapter_model.text_features(tokens)
+        pooled, words, mask = adapter_model.text_tower(tokens)
+        adapted = adapter_model.text_adapter(adapter_model.text_local_proj(words), mask)
+    assert txt.words.shape[-1] == adapter_model.config.local_dim
+    torch.testing.assert_close(txt.words, adapted)
+    assert torch.count_nonzero(txt.words[~txt.word_mask]) == 0  # padded words stay zero
+    expected = torch.nn.functional.normalize(
+        adapter_model.text_proj(masked_mean(adapted, mask)), dim=-1
+    )
+    torch.testing.assert_close(txt.embedding, expected)
+    torch.testing.assert_close(adapter_model.encode_text(tokens), txt.embedding)
+    # tower outputs given from outside (a frozen tower's cache) take the same path
+    with torch.no_grad():
+        cached = adapter_model.text_features({}, (pooled, words, mask))
+    torch.testing.assert_close(cached.embedding, txt.embedding)
+
+
+def test_word_adapter_padding_does_not_change_a_report(adapter_model):
+    """A report's features do not depend on the padding a longer report adds to its batch."""
+    alone = adapter_model.tokenize(["Small right pleural effusion."])
+    batch = adapter_model.tokenize(["Small right pleural effusion.", "A " * 30 + "long report."])
+    with torch.no_grad():
+        a = adapter_model.text_features(alone)
+        b = adapter_model.text_features(batch)
+    n = int(a.word_mask.sum())
+    torch.testing.assert_close(b.embedding[0], a.embedding[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.words[0, :n], a.words[0, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_word_adapter_save_load(adapter_model, tmp_path):
+    adapter_model.save_pretrained(tmp_path / "m")
+    loaded = radalign.load(tmp_path / "m").eval()
+    assert loaded.config.text_adapter_layers == 1
+    _, tokens = _inputs(adapter_model)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_text(tokens), adapter_model.encode_text(tokens))

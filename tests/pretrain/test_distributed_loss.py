@@ -31,7 +31,7 @@ from torch import nn
 WORLD = 2
 B = 3  # rows per rank
 DIN, E, R, L, D = 6, 5, 4, 5, 7
-MODES = ["clip_full", "clip_local", "siglip", "local_gather"]
+MODES = ["clip_full", "clip_local", "siglip", "local_gather", "clip_hard", "clip_local_hard"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,6 +49,8 @@ def make_data() -> dict[str, torch.Tensor]:
         "x_reg": torch.randn(n, R, DIN, generator=g, dtype=torch.float64),
         "x_word": torch.randn(n, L, DIN, generator=g, dtype=torch.float64),
         "mask": mask,
+        "x_neg": torch.randn(n, DIN, generator=g, dtype=torch.float64),
+        "valid": torch.tensor([True, False, True, True, True, False]),
     }
 
 
@@ -71,15 +73,18 @@ class Toy(nn.Module):
             self.loss = (
                 SigLIPLoss(gather=True)  # owns logit_bias, averaged by DDP as a submodule
                 if siglip
-                else GlobalContrastiveLoss(gather=True, local_loss=mode == "clip_local")
+                else GlobalContrastiveLoss(gather=True, local_loss="local" in mode)
             )
         self.double()
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None):
+    def forward(self, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None, neg=None):
         if self.mode == "local_gather":
             return self.loss(self.proj_reg(a), self.proj_word(b), mask)
         u = F.normalize(self.proj_img(a), dim=-1)
         t = F.normalize(self.proj_txt(b), dim=-1)
+        if neg is not None:  # laterality-style hard negatives: one extra report per image
+            h = F.normalize(self.proj_txt(neg[0]), dim=-1)
+            return self.loss(u, t, self.logit_scale, hard_negatives=(h, neg[1]))
         return self.loss(u, t, self.logit_scale)
 
 
@@ -97,7 +102,8 @@ def run_mode(mode: str, data: dict[str, torch.Tensor], rows: slice, ddp: bool) -
         a, b, mask = data["x_img"][rows].clone(), data["x_txt"][rows].clone(), None
     a.requires_grad_()
     b.requires_grad_()
-    loss = wrapped(a, b, mask)
+    neg = (data["x_neg"][rows], data["valid"][rows]) if mode.endswith("_hard") else None
+    loss = wrapped(a, b, mask, neg)
     loss.backward()
     out = {"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}
     out.update({f"param.{n}": p.grad for n, p in model.named_parameters()})
@@ -186,7 +192,7 @@ def test_matches_single_process(two_ranks, mode):
     ref = run_mode(mode, make_data(), slice(None), ddp=False)
     losses = torch.stack([res[mode]["loss"] for res in results])
     torch.testing.assert_close(losses.mean(), ref["loss"], rtol=1e-10, atol=1e-12)
-    if mode == "clip_full":
+    if mode in ("clip_full", "clip_hard"):
         for loss in losses:
             torch.testing.assert_close(loss, ref["loss"], rtol=1e-10, atol=1e-12)
     params = [k for k in ref if k.startswith("param.")]

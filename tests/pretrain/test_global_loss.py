@@ -57,6 +57,32 @@ def ref_siglip(u, t, scale, bias):
     return total / n
 
 
+def ref_infonce_hard(u, t, h, valid, scale):
+    """InfoNCE with one extra image->report column per row: s·u_i·h_i where valid."""
+    us, ts, hs, n = u.tolist(), t.tolist(), h.tolist(), len(u)
+    logits = [[scale * _dot(us[i], ts[j]) for j in range(n)] for i in range(n)]
+    rows = [logits[i] + ([scale * _dot(us[i], hs[i])] if valid[i] else []) for i in range(n)]
+    img = sum(_ce(rows[i], i) for i in range(n)) / n
+    txt = sum(_ce([logits[i][j] for i in range(n)], j) for j in range(n)) / n
+    return 0.5 * (img + txt)
+
+
+def test_infonce_hard_negatives_match_reference():
+    u, t = embeddings(seed=3)
+    h, _ = embeddings(seed=4)
+    valid = torch.tensor([True, False, True, True, False, True])
+    theta = torch.tensor(math.log(7.0), dtype=torch.float64)
+    loss = GlobalContrastiveLoss(gather=False)(u, t, theta, hard_negatives=(h, valid))
+    assert loss.item() == pytest.approx(ref_infonce_hard(u, t, h, valid.tolist(), 7.0), rel=1e-12)
+    plain = GlobalContrastiveLoss(gather=False)(u, t, theta)
+    none = GlobalContrastiveLoss(gather=False)(u, t, theta, hard_negatives=(h, valid & False))
+    torch.testing.assert_close(none, plain)  # no valid negative: the plain loss
+    assert loss > plain  # a negative only adds to the image->report denominators
+    hh = h.clone().requires_grad_()
+    GlobalContrastiveLoss(gather=False)(u, t, theta, hard_negatives=(hh, valid)).backward()
+    assert torch.all(hh.grad[~valid] == 0) and torch.all(hh.grad[valid].abs().sum(1) > 0)
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_infonce_matches_reference(smoothing):
     u, t = embeddings()

@@ -80,6 +80,11 @@ def test_loss_falls_and_run_is_complete(phantoms, tmp_path):
     assert (result.model_dir / "model.safetensors").is_file()
     assert list((result.run_dir / "tb").rglob("events.out.tfevents.*"))
     assert (result.run_dir / "config.yaml").is_file()
+    from radalign.encoders.precision import resolve_precision
+
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["precision"] == resolve_precision("auto", "cpu").as_dict()  # the default, auto
+    assert info["mixed_precision"] == resolve_precision("auto", "cpu").mixed_precision
     import radalign
 
     trained = radalign.load(result.model_dir)
@@ -206,3 +211,103 @@ def test_two_process_run_through_accelerate_launch(phantoms, tmp_path):
     assert (run / "checkpoints" / "step-000004" / "rng.pt").is_file()
     rngs = torch.load(run / "checkpoints" / "step-000004" / "rng.pt", weights_only=True)
     assert len(rngs) == 2
+
+
+OPEN_CLIP_TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors on a busy 2-core machine: one thread is far faster than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "towers,checkpointing", [("timm+hf", True), ("open_clip", True), ("open_clip", False)]
+)
+def test_checkpointing_and_top_text_layers_train_the_right_parameters(
+    towers, checkpointing, tmp_path, single_thread
+):
+    """``gradient_checkpointing`` and ``optim.text_trainable_layers`` work for every tower kind:
+    the top text block alone trains, and (checkpointing) both towers' top blocks re-run in
+    backward."""
+    import warnings
+
+    from radalign.pretrain.config import TrainConfig
+    from radalign.pretrain.trainer import _build_model
+
+    name = "tiny"
+    if towers == "open_clip":
+        (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": OPEN_CLIP_TINY}))
+        name = f"open_clip:local-dir:{tmp_path}"
+    config = TrainConfig(model=name, random_init=True, gradient_checkpointing=checkpointing)
+    config.optim.text_trainable_layers = 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _build_model(config).train()
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert not [m for m in deprecated if "checkpointing" in m], deprecated
+
+    calls = {"image": [], "text": []}
+    for part, tower in (("image", model.image_tower), ("text", model.text_tower)):
+        for m in tower.blocks()[-1].modules():
+            m.register_forward_hook(lambda *_, c=calls[part]: c.append(1))
+    img, txt = model(torch.randn(2, 3, 64, 64), model.tokenize(["Left effusion.", "Clear."]))
+    in_forward = {k: len(v) for k, v in calls.items()}
+    (img.embedding.sum() + img.regions.sum() + txt.embedding.sum() + txt.words.sum()).backward()
+    recomputed = {k: len(calls[k]) > in_forward[k] for k in calls}
+    assert recomputed == {"image": checkpointing, "text": checkpointing}
+
+    text = model.text_tower
+    top = {id(p) for p in text.blocks()[-1].parameters()}
+    assert top
+    assert {n for n, p in text.named_parameters() if p.grad is not None} == {
+        n for n, p in text.named_parameters() if id(p) in top
+    }
+    assert all(p.grad is not None for p in model.image_tower.parameters())
+
+
+@pytest.mark.parametrize("freeze_text", [False, True])
+def test_flip_negatives_train_both_text_paths(phantoms, tmp_path, monkeypatch, freeze_text):
+    """``loss.flip_negatives``: every batch's reports go through the report tower a second time
+    with left and right swapped (cached too when the tower is frozen) and the loss stays finite."""
+    from radalign.pretrain import objective as objective_module
+
+    seen = []
+    forward = objective_module.Objective.forward
+
+    def spy(self, image, text, logit_scale, hard_negatives=None):
+        seen.append((text.embedding.shape[0], hard_negatives))
+        return forward(self, image, text, logit_scale, hard_negatives)
+
+    monkeypatch.setattr(objective_module.Objective, "forward", spy)
+    config = load_train_config(
+        None,
+        _overrides(
+            phantoms,
+            tmp_path / "run",
+            max_steps=3,
+            save_every=100,
+            **{"loss.flip_negatives": "true", "optim.freeze_text": str(freeze_text).lower()},
+        ),
+    )
+    result = pretrain(config)
+    seen = [(rows, neg) for rows, neg in seen if neg is not None]  # validation passes none
+    assert result.steps == 3 and len(seen) == 3
+    for rows, (h, valid) in seen:
+        assert h.shape[0] == rows == 8 and valid.dtype == torch.bool
+    assert any(bool(valid.any()) for _, (_, valid) in seen)  # phantom reports name sides
+    assert all(torch.isfinite(torch.tensor(v)) for v in _losses(result.run_dir).values())
+    if freeze_text:  # the swapped training reports were cached up front with the originals
+        from radalign.pretrain.data import load_pairs
+        from radalign.pretrain.phantom_reports import flip_laterality
+
+        train = [r.report.strip() for r in load_pairs(config.data).split("train") if r.report]
+        assert all(flip_laterality(r) in result.text_cache.rows for r in train)
