@@ -128,7 +128,7 @@ def config_path(name_or_path: str | Path) -> Path:
     shipped = Path(str(files("radalign.configs"))) / f"{path.stem}.yaml"
     if path.parent == Path(".") and shipped.is_file():
         return shipped
-    raise FileNotFoundError(f"no config file {name_or_path} (shipped configs: demo, mimic-cxr)")
+    raise FileNotFoundError(f"no config file {name_or_path} (shipped configs: demo, demo-20min, mimic-cxr)")
 
 
 def load_train_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
