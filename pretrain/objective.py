@@ -74,37 +74,27 @@ class Objective(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``hard_negatives``: ``(embeddings [B, E], valid [B])``, one extra report per image
         for the global image→report loss (``loss.flip_negatives``; InfoNCE only)."""
-        with _no_autocast(image.embedding.device):
-            return self._forward(image, text, logit_scale, hard_negatives)
-
-    def _forward(
-        self,
-        image: ImageFeatures,
-        text: TextFeatures,
-        logit_scale: Tensor,
-        hard_negatives: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.config
         parts: dict[str, Tensor] = {}
-        total = image.embedding.new_zeros((), dtype=torch.float32)
-        if c.global_weight > 0:
-            extra = {}
-            if hard_negatives is not None:
-                h, valid = hard_negatives
-                extra = {"hard_negatives": (h.float(), valid)}
-            g = self.global_loss(
-                image.embedding.float(), text.embedding.float(), logit_scale.float(), **extra
-            )
-            parts["global"], total = g.detach(), total + c.global_weight * g
-        if self.uses_words:
-            regions, words = image.regions.float(), text.words.float()
-            mask = _at_least_one_word(text.word_mask)
-            if c.local_weight > 0:
-                loc = self.local_loss(regions, words, mask)
-                parts["local"], total = loc.detach(), total + c.local_weight * loc
-            if c.token_weight > 0:
-                tok = self.token_loss(regions, words, mask)
-                parts["token"], total = tok.detach(), total + c.token_weight * tok
+        with _no_autocast(image.embedding.device):
+            total = image.embedding.new_zeros((), dtype=torch.float32)
+            if c.global_weight > 0:
+                extra = {}
+                if hard_negatives is not None:
+                    extra = {"hard_negatives": (hard_negatives[0].float(), hard_negatives[1])}
+                g = self.global_loss(
+                    image.embedding.float(), text.embedding.float(), logit_scale.float(), **extra
+                )
+                parts["global"], total = g.detach(), total + c.global_weight * g
+            if self.uses_words:
+                regions, words = image.regions.float(), text.words.float()
+                mask = _at_least_one_word(text.word_mask)
+                if c.local_weight > 0:
+                    loc = self.local_loss(regions, words, mask)
+                    parts["local"], total = loc.detach(), total + c.local_weight * loc
+                if c.token_weight > 0:
+                    tok = self.token_loss(regions, words, mask)
+                    parts["token"], total = tok.detach(), total + c.token_weight * tok
         parts["loss"] = total.detach()
         return total, parts
 

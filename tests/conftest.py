@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -31,3 +32,12 @@ def tiny_model():
     model = radalign.load("tiny")
     model.eval()
     return model
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors on a busy 2-core machine: one thread is far faster than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

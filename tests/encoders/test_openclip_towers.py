@@ -273,63 +273,22 @@ def test_timm_visual_input_size_override(biomed_like):
     assert pooled.shape == (1, 64) and regions.shape == (1, 64, 4, 4)
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors on a busy 2-core machine: one thread is far faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _step(tower, inputs) -> tuple[bool, set[str]]:
-    """One forward/backward: did the top block re-run in backward (activation checkpointing),
-    and which parameters got a gradient."""
-    calls = []
-    top = tower.blocks()[-1].modules()
-    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in top]
-    tower.zero_grad(set_to_none=True)
-    out = tower(inputs)
-    in_forward = len(calls)
-    sum(o.sum() for o in out if o.is_floating_point()).backward()
-    for hook in hooks:
-        hook.remove()
-    return len(calls) > in_forward, {n for n, p in tower.named_parameters() if p.grad is not None}
-
-
-def _check_tower_protocol(tower, inputs) -> None:
-    """Checkpointing on/off and ``train_top_layers`` None/1/0, with a real backward each time."""
-    tower.train()
-    rerun, got = _step(tower, inputs)
-    assert not rerun and got == {n for n, _ in tower.named_parameters()}
-    tower.set_grad_checkpointing(True)
-    tower.train_top_layers(1)
-    rerun, got = _step(tower, inputs)
-    ids = {id(p) for p in tower.blocks()[-1].parameters()}
-    top = {n for n, p in tower.named_parameters() if id(p) in ids}
-    assert rerun and top and got == top
-    tower.set_grad_checkpointing(False)
-    assert _step(tower, inputs) == (False, top)
-    tower.train_top_layers(0)
-    assert not any(p.requires_grad for p in tower.parameters())
-    tower.train_top_layers(None)
-    assert all(p.requires_grad for p in tower.parameters())
-
-
-def test_clip_towers_checkpointing_and_top_layers(tiny, single_thread):
+def test_clip_towers_checkpointing_and_top_layers(tiny, single_thread, tower_protocol):
     image = OpenClipImageTower(ImageTowerConfig(backend="open_clip", name=NAME, image_size=64))
     text = OpenClipTextTower(TextTowerConfig(backend="open_clip", source=f"local-dir:{tiny.local}"))
     assert len(image.blocks()) == 2 and image.blocks()[-1] is image.visual.transformer.resblocks[1]
     assert len(text.blocks()) == 2 and text.blocks()[-1] is text.text.transformer.resblocks[1]
-    _check_tower_protocol(image, torch.randn(2, 3, 64, 64))
-    _check_tower_protocol(text, text.tokenizer(REPORTS))
+    tower_protocol.check(image, torch.randn(2, 3, 64, 64))
+    tower_protocol.check(text, text.tokenizer(REPORTS))
     on = ImageTowerConfig(
         backend="open_clip", name=NAME, image_size=64, gradient_checkpointing=True
     )
-    assert _step(OpenClipImageTower(on).train(), torch.randn(2, 3, 64, 64))[0]
+    assert tower_protocol.step(OpenClipImageTower(on).train(), torch.randn(2, 3, 64, 64))[0]
 
 
-def test_timm_and_hf_open_clip_towers_checkpointing_and_top_layers(biomed_like, single_thread):
+def test_timm_and_hf_open_clip_towers_checkpointing_and_top_layers(
+    biomed_like, single_thread, tower_protocol
+):
     """BiomedCLIP's layout: a timm trunk and a Hugging Face text encoder inside open_clip."""
     import warnings
 
@@ -339,7 +298,7 @@ def test_timm_and_hf_open_clip_towers_checkpointing_and_top_layers(biomed_like, 
     assert image.blocks()[-1] is image.visual.trunk.blocks[-1]
     assert len(text.blocks()) == 6
     assert text.blocks()[-1] is text.text.transformer.encoder.layer[-1]
-    _check_tower_protocol(image, torch.randn(2, 3, 64, 64))
+    tower_protocol.check(image, torch.randn(2, 3, 64, 64))
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # no deprecated transformers API
-        _check_tower_protocol(text, text.tokenizer(REPORTS))
+        tower_protocol.check(text, text.tokenizer(REPORTS))

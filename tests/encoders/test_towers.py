@@ -126,70 +126,17 @@ def test_hub_text_tower_offline():
 TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors on a busy 2-core machine: one thread is far faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _step(tower, inputs) -> tuple[bool, set[str]]:
-    """One forward/backward: did the top block re-run in backward (activation checkpointing),
-    and which parameters got a gradient."""
-    calls = []
-    top = tower.blocks()[-1].modules()
-    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in top]
-    tower.zero_grad(set_to_none=True)
-    out = tower(inputs)
-    in_forward = len(calls)
-    sum(o.sum() for o in out if o.is_floating_point()).backward()
-    for hook in hooks:
-        hook.remove()
-    return len(calls) > in_forward, {n for n, p in tower.named_parameters() if p.grad is not None}
-
-
-def _names(tower, block) -> set[str]:
-    ids = {id(p) for p in block.parameters()}
-    return {n for n, p in tower.named_parameters() if id(p) in ids}
-
-
-def _check_tower_protocol(tower, inputs) -> None:
-    """Checkpointing on/off and ``train_top_layers`` None/1/0, with a real backward each time."""
-    tower.train()
-    rerun, got = _step(tower, inputs)
-    assert not rerun and got == {n for n, _ in tower.named_parameters()}
-    tower.set_grad_checkpointing(True)
-    tower.train_top_layers(1)
-    rerun, got = _step(tower, inputs)
-    top = _names(tower, tower.blocks()[-1])
-    assert rerun and top and got == top
-    tower.set_grad_checkpointing(False)
-    assert _step(tower, inputs) == (False, top)
-    tower.train_top_layers(len(tower.blocks()) + 5)  # more than there are: every block
-    assert {n for n, p in tower.named_parameters() if p.requires_grad} == set().union(
-        *(_names(tower, b) for b in tower.blocks())
-    )
-    tower.train_top_layers(0)
-    assert not any(p.requires_grad for p in tower.parameters())
-    tower.train_top_layers(None)
-    assert all(p.requires_grad for p in tower.parameters())
-    with pytest.raises(ValueError, match="top layers"):
-        tower.train_top_layers(-1)
-
-
 @pytest.mark.parametrize("name", ["resnet18", "test_vit"])
-def test_timm_tower_checkpointing_and_top_layers(name, single_thread):
+def test_timm_tower_checkpointing_and_top_layers(name, single_thread, tower_protocol):
     tower = TimmImageTower(ImageTowerConfig(name=name, image_size=64))
     top = tower.model.layer4 if name == "resnet18" else tower.model.blocks[-1]
     assert tower.blocks()[-1] is top
-    _check_tower_protocol(tower, torch.randn(2, 3, 64, 64))
+    tower_protocol.check(tower, torch.randn(2, 3, 64, 64))
     on = TimmImageTower(ImageTowerConfig(name=name, image_size=64, gradient_checkpointing=True))
-    assert _step(on.train(), torch.randn(2, 3, 64, 64))[0]
+    assert tower_protocol.step(on.train(), torch.randn(2, 3, 64, 64))[0]
 
 
-def test_hf_tower_checkpointing_and_top_layers(single_thread):
+def test_hf_tower_checkpointing_and_top_layers(single_thread, tower_protocol):
     import warnings
 
     cfg = TextTowerConfig(pretrained=False, arch=TINY_BERT, pooling="mean")
@@ -198,6 +145,6 @@ def test_hf_tower_checkpointing_and_top_layers(single_thread):
     tokens = tower.tokenizer(["Small left pleural effusion.", "No pneumothorax."])
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # no deprecated transformers API
-        _check_tower_protocol(tower, tokens)
+        tower_protocol.check(tower, tokens)
         cfg.gradient_checkpointing = True
-        assert _step(HFTextTower(cfg).train(), tokens)[0]
+        assert tower_protocol.step(HFTextTower(cfg).train(), tokens)[0]

@@ -220,15 +220,6 @@ OPEN_CLIP_TINY = {
 }
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors on a busy 2-core machine: one thread is far faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize(
     "towers,checkpointing", [("timm+hf", True), ("open_clip", True), ("open_clip", False)]
 )
