@@ -14,7 +14,10 @@ for training, ``radalign.cmd_demo.TEST_SEED``) are collected:
   the planted mask (up to 60 test scans).
 
 Variants: ``global`` (InfoNCE only), ``global+local`` (GLoRIA word–region loss, paper form),
-``global+token`` (in-pair token alignment), ``random`` (no training: the floor).
+``global+token`` (in-pair token alignment), ``random`` (no training: the floor), and issue 11's
+levers on top of global+local: ``+flip-negatives`` (laterality hard negatives),
+``+grid-12x12`` (stride-8 region grid), ``+word-adapter`` (a trainable layer over the frozen
+report tower's words), both of the last ideas together, ``+lr-2e-3``.
 
     python benchmarks/quality.py --steps 150            # about 5 min per variant on 2 CPU cores
     python benchmarks/quality.py --variants global global+local --steps 300
@@ -39,7 +42,18 @@ VARIANTS = {
     "global+local": {"loss.local_weight": 1, "loss.token_weight": 0},
     "global+token": {"loss.local_weight": 0, "loss.token_weight": 1},
     "random": {"max_steps": 0},
+    # issue 11's levers, each on top of global+local (the demo's losses)
+    "+flip-negatives": {"loss.flip_negatives": True},
+    "+grid-12x12": {"model": {"image.local_layer": -3}},
+    "+word-adapter": {"model": {"text_adapter_layers": 1}},
+    "+word-adapter+flip-negatives": {
+        "model": {"text_adapter_layers": 1},
+        "loss.flip_negatives": True,
+    },
+    "+lr-2e-3": {"optim.lr": 2.0e-3},
 }
+"""Train-config overrides per variant; ``model`` holds overrides of the model config (written
+to ``OUT/<variant>/model.json``)."""
 
 
 def main() -> None:
@@ -71,8 +85,11 @@ def main() -> None:
                 (vdir / folder).symlink_to((out / folder).resolve(), target_is_directory=True)
         cfg = OmegaConf.load(config_path(args.config))
         settings = {"max_steps": args.steps, **VARIANTS[name]}
+        model_overrides = settings.pop("model", None)
         for key, value in settings.items():
             OmegaConf.update(cfg, key, value)
+        if model_overrides:
+            cfg.model = str(_model_variant(cfg.model, model_overrides, vdir / "model.json"))
         cfg_file = vdir / "config.yaml"
         OmegaConf.save(cfg, cfg_file)
         start = time.perf_counter()
@@ -110,6 +127,20 @@ def main() -> None:
     with open(Path(args.results) / "quality.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(result) + "\n")
     print(_markdown(result))
+
+
+def _model_variant(base: str, overrides: dict, path: Path) -> Path:
+    """Write the model config ``base`` with ``overrides`` (dotted keys) applied to ``path``."""
+    from omegaconf import OmegaConf
+    from radalign.encoders.config import to_dict
+    from radalign.encoders.registry import get_model_config
+
+    config = OmegaConf.create(to_dict(get_model_config(base)))
+    for key, value in overrides.items():
+        OmegaConf.update(config, key, value)
+    config.name = f"{config.name}-{path.parent.name}"
+    path.write_text(json.dumps(OmegaConf.to_container(config), indent=2))
+    return path
 
 
 def _markdown(result: dict) -> str:
