@@ -149,7 +149,7 @@ def embed_texts(
     """Global embeddings of report texts; empty or non-UTF-8 texts are skipped and listed.
 
     Reports are batched shortest first (little padding) and returned in the given order.
-    ``text_cache`` (a :class:`~radalign.pretrain.frozen_text.FrozenTextCache` of this model's
+    ``text_cache`` (a :class:`~radalign.encoders.frozen_text.FrozenTextCache` of this model's
     report tower, valid only while that tower is frozen) supplies tower outputs it already holds.
     ``precision`` as in :func:`embed_images`.
     """

@@ -128,22 +128,22 @@ def config_path(name_or_path: str | Path) -> Path:
     shipped = Path(str(files("radalign.configs"))) / f"{path.stem}.yaml"
     if path.parent == Path(".") and shipped.is_file():
         return shipped
-    raise FileNotFoundError(f"no config file {name_or_path} (shipped configs: demo, demo-20min, mimic-cxr)")
+    raise FileNotFoundError(
+        f"no config file {name_or_path} (shipped configs: demo, demo-20min, mimic-cxr)"
+    )
 
 
 def load_train_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
     """Config from an optional YAML file (or shipped config name) plus ``key=value`` overrides."""
     data: dict[str, Any] = read_config_file(config_path(path)) if path else {}
-    merged = OmegaConf.create(data)
+    valid = _valid_keys(TrainConfig)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")
-        key, _ = item.split("=", 1)
-        if key not in _valid_keys(TrainConfig):
-            raise ValueError(
-                f"unknown config key {key!r}. Valid keys: {', '.join(_valid_keys(TrainConfig))}"
-            )
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        key = item.split("=", 1)[0]
+        if key not in valid:
+            raise ValueError(f"unknown config key {key!r}. Valid keys: {', '.join(valid)}")
+    merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(list(overrides)))
     return from_dict(TrainConfig, OmegaConf.to_container(merged))  # type: ignore[arg-type]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from accelerate.utils import gather_object, set_seed
 from omegaconf import OmegaConf
 from radalign.encoders.atomic import atomic_write
 from radalign.encoders.errors import SkipLog
+from radalign.encoders.frozen_text import FrozenTextCache
 from radalign.encoders.model import TextFeatures
 from radalign.pretrain.config import TrainConfig, save_train_config
-from radalign.pretrain.frozen_text import FrozenTextCache
 from radalign.pretrain.global_loss import clamp_logit_scale_
 from radalign.pretrain.objective import Objective
 from radalign.pretrain.pair_dataset import EpochShuffleSampler, PairCollator, PairDataset
@@ -99,7 +98,7 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
 
     objective = Objective(config.loss).to(accelerator.device)
     optimizer = _optimizer(model, config, objective)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    scheduler = _scheduler(optimizer, config)
     dataset = PairDataset(
         train_records,
         model.transform(train=True, aug=_augment(config)),
@@ -273,7 +272,7 @@ def train_step(
 
 
 def _build_model(config: TrainConfig):
-    from radalign.api import load
+    from radalign.encoders.loading import load
 
     model = load(config.model, pretrained=not config.random_init)
     # only the towers' protocol (radalign.encoders.tower.Tower): any backend, timm/HF/open_clip
@@ -312,16 +311,28 @@ def _optimizer(model, config: TrainConfig, objective=None) -> torch.optim.Optimi
     return torch.optim.AdamW(param_groups, betas=tuple(opt.betas), eps=opt.eps)
 
 
-def _lr_lambda(config: TrainConfig):
-    warmup, total, floor = config.optim.warmup_steps, config.max_steps, config.optim.min_lr_ratio
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """Linear warmup then cosine decay to ``optim.min_lr_ratio`` (a ``LambdaLR``).
+
+    transformers' ``get_cosine_with_min_lr_schedule_with_warmup`` gives the factor, with its
+    warmup counted one step earlier: the factor at step ``s < warmup_steps`` is
+    ``(s + 1) / warmup_steps`` (transformers: ``s / warmup_steps``, so the first step would not
+    train), and from ``warmup_steps`` on transformers' cosine unchanged.  These are the values of
+    earlier radalign versions, so their checkpoints resume on the same schedule.  The state
+    (``scheduler.state_dict()``) is the step count; the factor is a plain function and is not
+    saved.
+    """
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+    warmup = config.optim.warmup_steps
+    library = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, warmup, config.max_steps, min_lr_rate=config.optim.min_lr_ratio
+    ).lr_lambdas[0]  # this throwaway scheduler leaves each group's initial_lr at its lr
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(warmup, 1)
-        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return library(step + 1 if step < warmup else step)
 
-    return factor
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _augment(config: TrainConfig):
@@ -368,7 +379,7 @@ def _write_run_info(accelerator, path: Path, resumed_from: Path | None, precisio
     used and why."""
     import platform
 
-    from radalign import __version__
+    from radalign._version import __version__
 
     info = {
         "radalign": __version__,

@@ -23,7 +23,7 @@ def recall_at_k(similarity: torch.Tensor, ks=KS) -> dict[int, float]:
 @torch.inference_mode()
 def validate(model, records, config, text_cache=None) -> dict[str, float]:
     """Loss and Recall@K on up to ``config.data.max_val_pairs`` pairs of the val split
-    (``text_cache``: the frozen report tower's features, see :mod:`.frozen_text`)."""
+    (``text_cache``: the frozen report tower's features, see :mod:`radalign.encoders.frozen_text`)."""
     from radalign.pretrain.objective import Objective
 
     was_training = model.training

@@ -13,7 +13,12 @@ __all__ = ["__version__", "load"]
 def __getattr__(name: str):
     # Lazy: `import radalign` stays cheap (no torch) for the CLI's --version and --help.
     if name == "load":
-        from radalign.api import load
+        from radalign.encoders.loading import load
 
         return load
     raise AttributeError(f"module 'radalign' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The exported API (what ``from radalign import *`` and tab completion offer)."""
+    return sorted(__all__)

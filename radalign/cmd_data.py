@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from radalign.cli_options import add_command
+
 EXAMPLES = """examples:
   radalign data synth --out runs/phantoms --n 2000 --seed 0
   radalign data check runs/phantoms/jpg
@@ -14,18 +16,18 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "data",
         help="synthesize phantoms or check a dataset",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     dsub = p.add_subparsers(dest="data_command", metavar="{synth,check}", required=True)
-    s = dsub.add_parser(
+    s = add_command(
+        dsub,
         "synth",
         help="write synthetic MIMIC-shaped (image, report) pairs",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     s.add_argument("--out", required=True, help="output folder (gets dicom/ and/or jpg/ roots)")
     s.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
@@ -34,11 +36,11 @@ def add_parser(sub) -> None:
     s.add_argument("--layouts", nargs="+", default=["dicom", "jpg"], choices=["dicom", "jpg"])
     s.add_argument("--workers", type=int, default=1)
     s.set_defaults(run=run_synth)
-    c = dsub.add_parser(
+    c = add_command(
+        dsub,
         "check",
         help="count pairs, splits, views, problems in a dataset",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     c.add_argument("source", help="MIMIC-CXR root, IU X-ray root, or a CSV/Parquet manifest")
     c.add_argument("--decode", action="store_true", help="also decode every image")

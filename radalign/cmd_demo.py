@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from radalign.cli_options import add_command
+
 TRAIN_SEED, TEST_SEED = 0, 1
 EXAMPLES = """examples:
   radalign demo                          # into runs/demo-all
@@ -27,18 +29,20 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "demo",
         help="phantoms -> pretrain -> index -> zero-shot -> retrieve -> flags, in one go",
         description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     p.add_argument("--out", default="runs/demo-all", help="folder for everything (reused)")
     p.add_argument("--n", type=int, default=1200, help="phantom studies to train on")
     p.add_argument("--n-test", type=int, default=300, help="fresh phantom studies to test on")
     p.add_argument("--steps", type=int, default=None, help="pretraining steps (config: 150)")
-    p.add_argument("--config", default="demo", help="pretraining config (shipped: demo, demo-20min)")
+    p.add_argument(
+        "--config", default="demo", help="pretraining config (shipped: demo, demo-20min)"
+    )
     p.add_argument("--workers", type=int, default=2, help="data loader workers")
     p.set_defaults(run=run)
 
@@ -129,7 +133,7 @@ def _pretrain(args, out: Path, state: dict):
     state["model"] = radalign.load(model_dir).eval()
     state["text_cache"] = None
     if config.optim.freeze_text:  # the report tower is the shipped one: reuse its features
-        from radalign.pretrain.frozen_text import FrozenTextCache
+        from radalign.encoders.frozen_text import FrozenTextCache
 
         state["text_cache"] = FrozenTextCache(state["model"], rows=cached_rows)
     state["data"] = config.data

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from radalign.cli_options import add_precision_option, resolve_precision_option
+from radalign import cli_options
 
 EXAMPLES = """examples:
   radalign embed --model tiny --images ../shared/data/nih_cxr14_subset/images --out emb.parquet
@@ -17,50 +17,32 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = cli_options.add_command(
+        sub,
         "embed",
         help="embed scans or reports",
         description="Embed scans (DICOM/PNG/JPG: a folder, a list file or one file) or reports "
         "(a CSV/Parquet column) and write the vectors with their ids. Files that cannot be read "
         "are skipped, counted and listed in skipped.csv next to the output.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
-    p.add_argument("--model", required=True, help="model name, config file or saved directory")
+    cli_options.add_model_options(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder (recursive), text file of paths, or one image")
     src.add_argument("--reports", help="CSV or Parquet file with a report column")
     p.add_argument("--text-column", default="report", help="report column (default: report)")
     p.add_argument("--id-column", default=None, help="id column (default: id, study_id or row)")
     p.add_argument("--out", required=True, help="output .parquet (one file) or .npy (+ .parquet)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="decoding worker processes")
-    p.add_argument(
-        "--window",
-        default="header",
-        choices=["header", "full", "percentile"],
-        help="DICOM intensity window (default: header VOI LUT/window)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
-    add_precision_option(p)
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help="build a named model with random weights (no hub needed)",
-    )
+    cli_options.add_window_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from radalign.api import load
     from radalign.encoders.embed import embed_images, embed_texts, write_embeddings
 
     start = time.perf_counter()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, pretrained=not args.random_init).to(device)
-    precision = resolve_precision_option(args, device)
+    model, device = cli_options.load_model_option(args)
+    precision = cli_options.resolve_precision_option(args, device)
     if args.images:
         from radalign.encoders.imageio import list_images
 
@@ -72,11 +54,8 @@ def run(args: argparse.Namespace) -> int:
             model,
             paths,
             ids,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
             window=args.window,
-            device=device,
-            precision=precision,
+            **cli_options.encoder_kwargs(args, device, precision),
         )
         total = len(paths)
     else:

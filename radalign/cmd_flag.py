@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radalign.cli_options import add_precision_option, resolve_precision_option
+from radalign import cli_options
 
 EXAMPLES = """examples:
   radalign flag --model runs/demo/model --index runs/demo/report-index runs/phantoms/jpg \\
@@ -19,18 +19,18 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = cli_options.add_command(
+        sub,
         "flag",
         help="flag image-report pairs whose report does not describe the image",
         description="Scores every (image, report) pair of a manifest or dataset root against an "
         "index of reference reports (radalign index build --kind reports), flags the pairs "
         "above the threshold fitted to a target false-positive rate, and explains each flag with "
         "the zero-shot findings on which image and report disagree.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     p.add_argument("source", help="manifest CSV/Parquet, or a MIMIC-CXR / IU X-ray root")
-    p.add_argument("--model", required=True, help="model name or saved model directory")
+    cli_options.add_model_options(p, workers=False, random_init=False)
     p.add_argument("--index", required=True, help="report index built with this model")
     p.add_argument("--image-index", help="optional image index: adds the report-side score")
     p.add_argument("--split", help="only this split of the source (train/val/test)")
@@ -43,20 +43,18 @@ def add_parser(sub) -> None:
     p.add_argument("--evaluate", action="store_true",
                    help="plant swapped and laterality-flipped reports and report their AUROC")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the planted anomalies")
-    p.add_argument("--batch-size", type=int, default=32)
-    add_precision_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import radalign
     from radalign.encoders.atomic import atomic_write
     from radalign.retrieval.search import open_index
     from radalign.zeroshot.classifier import PromptClassifier
     from radalign.zeroshot.mismatch import MismatchScorer, flag_pairs
 
-    model = radalign.load(args.model).eval()
-    args.precision = resolve_precision_option(args, model.device)
+    model, device = cli_options.load_model_option(args)
+    model = model.eval()
+    args.precision = cli_options.resolve_precision_option(args, device)
     scorer = MismatchScorer(
         open_index(model, args.index),
         k=args.k,

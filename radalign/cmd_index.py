@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from radalign.cli_options import add_precision_option, resolve_precision_option
+from radalign import cli_options
 
 EXAMPLES = """examples:
   radalign index build --model runs/demo/model --source /data/mimic-cxr-jpg --split train \\
@@ -20,7 +20,7 @@ EXAMPLES = """examples:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model name, config file or saved directory")
+    cli_options.add_model_options(p)
     p.add_argument(
         "--source",
         required=True,
@@ -33,36 +33,27 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="PA,AP",
         help="comma-separated views to keep (default: PA,AP; 'all' keeps every view)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="image decoding worker processes")
     p.add_argument("--chunk-rows", type=int, default=4096, help="rows per resumable chunk")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
-    add_precision_option(p)
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help="build a named model with random weights (no hub needed)",
-    )
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = cli_options.add_command(
+        sub,
         "index",
         help="build and extend embedding indices for retrieval",
         description="Embed the reports or scans of a dataset and store them in a searchable "
         "index directory (FAISS index, vectors, metadata, manifest with the model fingerprint). "
         "Builds resume after an interruption; unreadable inputs are listed in skipped.csv.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
-    b = isub.add_parser(
+    b = cli_options.add_command(
+        isub,
         "build",
         help="build a new index",
         description="Build an index of reports (text) or images from a dataset.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     _common(b)
     b.add_argument("--kind", choices=["reports", "images"], default="reports")
@@ -93,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
     return int(args.index_action(args) or 0)
 
 
-def _load_model(args: argparse.Namespace):
-    import torch
-
-    from radalign.api import load
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load(args.model, pretrained=not args.random_init).to(device), device
+def _embed_options(args: argparse.Namespace, device) -> dict:
+    """Keyword arguments of ``build_index`` / ``add_to_index`` shared by both actions."""
+    precision = cli_options.resolve_precision_option(args, device)
+    return {
+        **cli_options.encoder_kwargs(args, device, precision),
+        "chunk_rows": args.chunk_rows,
+        "progress": True,
+    }
 
 
 def _open(args: argparse.Namespace, kind: str):
@@ -125,7 +117,7 @@ def _report_source(pairs) -> None:
 def _build(args: argparse.Namespace) -> int:
     from radalign.retrieval.build import build_index
 
-    model, device = _load_model(args)
+    model, device = cli_options.load_model_option(args)
     pairs = _open(args, args.kind)
     _report_source(pairs)
     index = build_index(
@@ -133,14 +125,9 @@ def _build(args: argparse.Namespace) -> int:
         pairs,
         kind=args.kind,
         out=args.out,
-        batch_size=args.batch_size,
         factory=args.factory,
         memory_budget=args.memory_budget,
-        chunk_rows=args.chunk_rows,
-        num_workers=args.workers,
-        device=device,
-        progress=True,
-        precision=resolve_precision_option(args, device),
+        **_embed_options(args, device),
     )
     print(index.build_summary.line())
     print(f"wrote {args.out}: {len(index)} vectors, factory {index.factory}")
@@ -152,20 +139,10 @@ def _build(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace) -> int:
     from radalign.retrieval.build import add_to_index, index_kind
 
-    model, device = _load_model(args)
+    model, device = cli_options.load_model_option(args)
     pairs = _open(args, index_kind(args.index))
     _report_source(pairs)
-    index = add_to_index(
-        model,
-        args.index,
-        pairs,
-        batch_size=args.batch_size,
-        chunk_rows=args.chunk_rows,
-        num_workers=args.workers,
-        device=device,
-        progress=True,
-        precision=resolve_precision_option(args, device),
-    )
+    index = add_to_index(model, args.index, pairs, **_embed_options(args, device))
     s = index.build_summary
     print(s.line() + (f"; {s.duplicates} already indexed or duplicate" if s.duplicates else ""))
     print(f"updated {args.index}: {len(index)} vectors")

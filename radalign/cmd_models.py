@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from radalign.cli_options import add_command
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "models",
         help="list named model configs",
         description="List the registered model configs (built-ins plus files named in "
         "RADALIGN_MODEL_CONFIGS).",
-        epilog="example: radalign models --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples="example: radalign models --json",
     )
     p.add_argument("--json", action="store_true", help="print the full configs as JSON")
     p.set_defaults(run=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from radalign.cli_options import add_command
+
 EXAMPLES = """examples:
   radalign pretrain --config configs/demo.yaml
   radalign pretrain --config configs/demo.yaml max_steps=50 loss.local_weight=0
@@ -13,14 +15,14 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "pretrain",
         help="pretrain image and report encoders on (image, report) pairs",
         description="Contrastive pretraining (global InfoNCE + GLoRIA local loss) on HF "
         "Accelerate. Settings come from --config and key=value overrides; the resolved config, "
         "metrics.jsonl, TensorBoard logs, checkpoints and the final model/ go to output_dir.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     p.add_argument("--config", default=None, help="YAML run config (see configs/)")
     p.add_argument("overrides", nargs="*", help="key=value settings, e.g. max_steps=100")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from radalign.cli_options import add_command
+
 EXAMPLES = """examples:
   radalign report runs/demo-all                # -> runs/demo-all/report/index.html
   radalign report runs/demo-all --out /tmp/rep --heatmaps 8
@@ -12,7 +14,8 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "report",
         help="HTML report of a demo or pretrain run (curves, ROC, retrieval, flags, heatmaps)",
         description="Write one self-contained HTML page (figures embedded, no external "
@@ -20,8 +23,7 @@ def add_parser(sub) -> None:
         "demo` or `radalign pretrain`: resolved config, loss and validation recall curves, "
         "zero-shot ROC curves and table, retrieval gallery, flagged pairs and word-region "
         "attention heatmaps. Sections whose inputs are missing say so.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of `radalign demo`/pretrain")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from radalign.cli_options import add_precision_option, resolve_precision_option
+from radalign import cli_options
 
 EXAMPLES = """examples:
   radalign retrieve --model runs/demo/model --index idx/reports scan.dcm more_scans/ -k 5
@@ -23,16 +23,16 @@ Precision@K are computed; no index is needed.
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = cli_options.add_command(
+        sub,
         "retrieve",
         help="retrieve reports for scans or scans for text; evaluate retrieval",
         description="Search an index built by `radalign index build` with scans (files,\n"
         "folders or list files) or with free text, or evaluate retrieval (--eval).\n"
         "The index must have been built by the same model.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
-    p.add_argument("--model", required=True, help="model name, config file or saved directory")
+    cli_options.add_model_options(p)
     p.add_argument("--index", default=None, help="index directory (not needed with --eval)")
     p.add_argument("scans", nargs="*", help="scan files, folders or list files")
     p.add_argument("--text", action="append", default=None, help="query text (repeat for several)")
@@ -48,15 +48,6 @@ def add_parser(sub) -> None:
     ev.add_argument("--ids", default=None, help="id list JSON: read if it exists, else written")
     ev.add_argument("--n", type=int, default=200, help="cases per class (default 200)")
     ev.add_argument("--seed", type=int, default=0, help="seed for choosing cases")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="image decoding worker processes")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
-    add_precision_option(p)
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help="build a named model with random weights (no hub needed)",
-    )
     p.set_defaults(run=run)
 
 
@@ -68,13 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--index is required to retrieve (build one with `radalign index build`)")
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
-    import torch
-
-    from radalign.api import load
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, pretrained=not args.random_init).to(device)
-    precision = resolve_precision_option(args, device)
+    model, device = cli_options.load_model_option(args)
+    precision = cli_options.resolve_precision_option(args, device)
     if args.eval:
         return _evaluate(args, model, device, precision)
     from radalign.retrieval.search import format_results, retrieve_for_scans, retrieve_for_text
@@ -85,10 +71,7 @@ def run(args: argparse.Namespace) -> int:
             args.index,
             args.scans,
             k=args.k,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            device=device,
-            precision=precision,
+            **cli_options.encoder_kwargs(args, device, precision),
         )
     else:
         frame = retrieve_for_text(
@@ -139,10 +122,7 @@ def _evaluate(args: argparse.Namespace, model, device, precision) -> int:
         ids=selection,
         n=args.n,
         seed=args.seed,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        device=device,
-        precision=precision,
+        **cli_options.encoder_kwargs(args, device, precision),
     )
     result["source"] = str(args.eval)
     result["split"] = args.split

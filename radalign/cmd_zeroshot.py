@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from radalign.cli_options import add_precision_option, resolve_precision_option
+from radalign import cli_options
 
 EXAMPLES = """examples:
   radalign zeroshot --model runs/demo/model scans/ --out preds.csv
@@ -27,7 +27,8 @@ _ALIASES = {"effusion": "pleural effusion"}
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = cli_options.add_command(
+        sub,
         "zeroshot",
         help="zero-shot classify scans with prompt pairs",
         description="Score scans (DICOM/PNG/JPG files or folders, or a data source) against "
@@ -35,11 +36,10 @@ def add_parser(sub) -> None:
         "decisions. Unreadable scans are skipped and listed in skipped.csv next to the output. "
         "With labels (--labels, or a --source that has them) also print and write an "
         "evaluation table (AUROC with bootstrap CI, accuracy, F1 per finding, and macro AUROC).",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     p.add_argument("scans", nargs="*", help="image files, folders (recursive) or list files")
-    p.add_argument("--model", required=True, help="model name, config file or saved directory")
+    cli_options.add_model_options(p)
     p.add_argument(
         "--source",
         default=None,
@@ -85,23 +85,11 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-out", default=None, help="evaluation CSV (default: <out>.eval.csv)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CI")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="decoding worker processes")
-    p.add_argument(
-        "--window", default="header", choices=["header", "full", "percentile"], help="DICOM window"
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
-    add_precision_option(p)
-    p.add_argument(
-        "--random-init", action="store_true", help="build a named model with random weights"
-    )
+    cli_options.add_window_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from radalign.api import load
     from radalign.encoders.embed import embed_images
     from radalign.zeroshot.classifier import PromptClassifier
     from radalign.zeroshot.prompts import load_prompt_set
@@ -119,21 +107,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
 
     paths, ids, labels, note, source_skips = _inputs(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, pretrained=not args.random_init).to(device)
-    precision = resolve_precision_option(args, device)
+    model, device = cli_options.load_model_option(args)
+    precision = cli_options.resolve_precision_option(args, device)
     clf = PromptClassifier(
         model, prompt_set, temperature=args.temperature, device=device, precision=precision
     )
     emb = embed_images(
-        model,
-        paths,
-        ids,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        window=args.window,
-        device=device,
-        precision=precision,
+        model, paths, ids, window=args.window, **cli_options.encoder_kwargs(args, device, precision)
     )
     if source_skips is not None:  # rows the source could not use (e.g. missing image files)
         emb.skipped.rows[:0] = [r for r in source_skips.rows if r[1] != "empty report"]

@@ -4,24 +4,28 @@ The run folder is the output of ``radalign demo`` (or a plain ``radalign pretrai
 ``config.yaml``, ``metrics.jsonl`` and ``model/``). Each section is drawn from its own file; a
 section whose file is missing says so instead. Images are embedded as base64 data URIs, CSS is
 inline and nothing external is referenced, so the page can be mailed or archived as one file.
+The page is rendered from ``report.html.j2`` by jinja2 with autoescape on: section functions
+collect plain data (text, numbers, images) and the template escapes every value it prints.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
 import json
 import logging
 import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from radalign import figures
+from radalign.zeroshot import metrics
 
 __all__ = ["write_report"]
 
@@ -34,38 +38,25 @@ PHANTOM_FOLDERS = (
     "phantoms",
 )  # the demo's fresh test phantoms, its training phantoms
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1200px;
-padding:1em 2em;color:#1d1d1f;line-height:1.4}
-h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-nav a{margin-right:1em}
-pre{background:#f6f8fa;border:1px solid #e1e4e8;padding:.8em;overflow:auto;max-height:30em;
-font-size:12px}
-table{border-collapse:collapse;margin:.5em 0;font-size:13px}
-th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f0f3f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.true td{background:#e6f4ea} tr.flagged td{background:#fdecea}
-img{max-width:100%} img.thumb{width:128px;height:auto;image-rendering:auto}
-.missing{color:#8a6d3b;background:#fcf8e3;border:1px solid #faebcc;padding:.5em .8em}
-.card{display:flex;gap:1em;margin:1em 0;padding:.6em;border:1px solid #e1e4e8;border-radius:6px}
-.card .report{font-size:12px;color:#444}
-.card>div:first-child{flex:0 0 auto}
-.mark{color:#1a7f37;font-weight:bold}
-"""
+TEMPLATE = "report.html.j2"  # beside this module; the page and its inline CSS
 
 
 @dataclass
 class _Page:
-    """The sections and images of the page being built."""
+    """The sections and images of the page being built.
+
+    Each section is ``{"anchor", "title", "kind", "data"}``: ``kind`` names the template macro
+    that draws ``data``.
+    """
 
     run_dir: Path
-    sections: list[tuple[str, str, str]] = field(default_factory=list)
+    sections: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, bytes] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
-    thumbs: dict[str, str] = field(default_factory=dict)
+    thumbs: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def img(self, name: str, png: bytes, alt: str, css: str = "") -> str:
-        """Store ``png`` as ``name`` and return an ``<img>`` tag embedding it."""
+    def img(self, name: str, png: bytes, alt: str, css: str = "") -> dict[str, str]:
+        """Store ``png`` as ``name`` and return the template's image (a data URI, alt text)."""
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
         base, n = stem, 1
         while f"{stem}.png" in self.images:
@@ -73,15 +64,14 @@ class _Page:
             stem = f"{base}-{n}"
         self.images[f"{stem}.png"] = png
         data = base64.b64encode(png).decode("ascii")
-        cls = f' class="{css}"' if css else ""
-        return f'<img{cls} src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+        return {"src": f"data:image/png;base64,{data}", "alt": alt, "css": css}
 
-    def add(self, anchor: str, title: str, body: str) -> None:
-        self.sections.append((anchor, title, body))
+    def add(self, anchor: str, title: str, kind: str, data: dict[str, Any]) -> None:
+        self.sections.append({"anchor": anchor, "title": title, "kind": kind, "data": data})
 
     def absent(self, anchor: str, title: str, what: str) -> None:
         self.missing.append(f"{title}: {what}")
-        self.add(anchor, title, f'<p class="missing">Not available: {_e(what)}.</p>')
+        self.add(anchor, title, "absent", {"what": what})
 
 
 def write_report(
@@ -193,13 +183,13 @@ def _load_scan(path: str, run_dir: Path) -> np.ndarray | None:
         return None
 
 
-def _thumb(page: _Page, scan_id: str, path: str) -> str:
+def _thumb(page: _Page, scan_id: str, path: str) -> dict[str, str]:
     cache = page.thumbs
     if scan_id in cache:
         return cache[scan_id]
     image = _load_scan(path, page.run_dir)
     if image is None:
-        tag = f'<span class="missing">scan not found: {_e(Path(path).name)}</span>'
+        tag = {"missing": Path(path).name}
     else:
         tag = page.img(
             f"thumb-{scan_id[:17]}", figures.thumbnail(image), f"scan {scan_id}", "thumb"
@@ -218,27 +208,23 @@ def _summary_section(page: _Page, path: Path) -> None:
     except json.JSONDecodeError:
         page.absent("summary", "Demo summary", f"{path.name} is not valid JSON")
         return
-    body = ["<table><thead><tr><th>stage</th><th>numbers</th><th>seconds</th></tr></thead><tbody>"]
+    rows = []
     for stage, numbers in summary.items():
         if not isinstance(numbers, dict):
             continue
         flat = {k: v for k, v in numbers.items() if k != "seconds" and not isinstance(v, dict)}
         desc = ", ".join(f"{k} {_fmt(v)}" for k, v in flat.items())
-        body.append(
-            f"<tr><td>{_e(stage)}</td><td>{_e(desc)}</td>"
-            f'<td class="num">{_fmt(numbers.get("seconds"), 1)}</td></tr>'
-        )
-    body.append("</tbody></table>")
-    if "total_seconds" in summary:
-        body.append(f"<p>Total: {_fmt(summary['total_seconds'], 1)} s.</p>")
-    page.add("summary", "Demo summary", "\n".join(body))
+        rows.append((stage, desc, numbers.get("seconds")))
+    page.add(
+        "summary", "Demo summary", "summary", {"rows": rows, "total": summary.get("total_seconds")}
+    )
 
 
 def _config_section(page: _Page, path: Path, text: str | None) -> None:
     if text is None:
         page.absent("config", "Resolved config", f"no {path.name} in the run folder")
         return
-    page.add("config", "Resolved config", f"<p>{_e(str(path))}</p><pre>{_e(text)}</pre>")
+    page.add("config", "Resolved config", "config", {"path": str(path), "text": text})
 
 
 def _loss_section(page: _Page, rows: list[dict], path: Path) -> None:
@@ -247,7 +233,7 @@ def _loss_section(page: _Page, rows: list[dict], path: Path) -> None:
         page.absent("losses", "Loss curves", f"no train/ losses in {path.name}")
         return
     alt = "training (solid) and validation (dashed) loss per component over steps"
-    page.add("losses", "Loss curves", page.img("loss-curves", png, alt))
+    page.add("losses", "Loss curves", "image", {"img": page.img("loss-curves", png, alt)})
 
 
 def _recall_section(page: _Page, rows: list[dict], path: Path) -> None:
@@ -256,7 +242,7 @@ def _recall_section(page: _Page, rows: list[dict], path: Path) -> None:
         page.absent("recall", "Validation recall", f"no val/ recall rows in {path.name}")
         return
     alt = "validation image-to-report and report-to-image recall at k over steps"
-    page.add("recall", "Validation recall", page.img("val-recall", png, alt))
+    page.add("recall", "Validation recall", "image", {"img": page.img("val-recall", png, alt)})
 
 
 def _roc_section(page: _Page, preds_path: Path, eval_path: Path) -> None:
@@ -276,33 +262,19 @@ def _roc_section(page: _Page, preds_path: Path, eval_path: Path) -> None:
         if n_pos == 0 or n_neg == 0:
             rows.append((name, n_pos, n_neg, float("nan"), "", "only one label present"))
             continue
-        from sklearn.metrics import roc_auc_score
-
-        auroc = float(roc_auc_score(y, s))
+        auroc = metrics.auroc(y, s)
         ev = table.get(name, {})
         lo, hi = _float(ev.get("ci_low")), _float(ev.get("ci_high"))
         ci = f"[{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
         curves[name] = figures.roc_points(y, s)
         labels[name] = f"{name}: AUROC {auroc:.2f} {ci}".strip()
         rows.append((name, n_pos, n_neg, auroc, ci, ""))
-    body = []
     png = figures.roc_curves(curves, labels)
+    img = None
     if png is not None:
         alt = "ROC curves of the zero-shot classifier, one per finding, AUROC and 95% CI in legend"
-        body.append(page.img("roc", png, alt))
-    else:
-        body.append('<p class="missing">No finding has both positive and negative scans.</p>')
-    body.append(
-        "<table><thead><tr><th>finding</th><th>positives</th><th>negatives</th><th>AUROC</th>"
-        "<th>95% CI (bootstrap)</th><th>note</th></tr></thead><tbody>"
-    )
-    for name, n_pos, n_neg, auroc, ci, note in rows:
-        body.append(
-            f'<tr><td>{_e(name)}</td><td class="num">{n_pos}</td><td class="num">{n_neg}</td>'
-            f'<td class="num">{_fmt(auroc)}</td><td>{_e(ci)}</td><td>{_e(note)}</td></tr>'
-        )
-    body.append("</tbody></table>")
-    page.add("roc", "ROC curves (zero-shot)", "\n".join(body))
+        img = page.img("roc", png, alt)
+    page.add("roc", "ROC curves (zero-shot)", "roc", {"img": img, "rows": rows})
 
 
 def _eval_section(page: _Page, path: Path) -> None:
@@ -310,7 +282,7 @@ def _eval_section(page: _Page, path: Path) -> None:
     if not rows:
         page.absent("evaluation", "Zero-shot evaluation", f"no {path.name} in the run folder")
         return
-    page.add("evaluation", "Zero-shot evaluation", _table(rows))
+    page.add("evaluation", "Zero-shot evaluation", "table", _table(rows))
 
 
 def _retrieval_section(page: _Page, path: Path) -> None:
@@ -322,31 +294,28 @@ def _retrieval_section(page: _Page, path: Path) -> None:
     if not gallery:
         page.absent("retrieval", "Retrieval gallery", f"no usable {path.name} in the run folder")
         return
-    body = ["<p>Top reports retrieved for each test scan; the scan's own report is marked ✓.</p>"]
+    items = []
     for item in gallery:
         scan_id = str(item.get("id", ""))
-        thumb = _thumb(page, scan_id, str(item.get("image_path", "")))
-        rows = [
-            "<table><thead><tr><th>rank</th><th>score</th><th>true</th><th>report</th>"
-            "</tr></thead><tbody>"
+        hits = [
+            {
+                "true": bool(hit.get("matches_true_report")),
+                "rank": hit.get("rank", ""),
+                "score": hit.get("score"),
+                "report": hit.get("report", ""),
+            }
+            for hit in item.get("hits", [])
         ]
-        for hit in item.get("hits", []):
-            true = bool(hit.get("matches_true_report"))
-            rows.append(
-                f'<tr{" class=true" if true else ""}><td class="num">{_e(hit.get("rank", ""))}</td>'
-                f'<td class="num">{_fmt(hit.get("score"))}</td>'
-                f"<td>{'<span class=mark>✓</span>' if true else ''}</td>"
-                f"<td>{_e(hit.get('report', ''))}</td></tr>"
-            )
-        rows.append("</tbody></table>")
-        if not any(h.get("matches_true_report") for h in item.get("hits", [])):
-            rows.append("<p><small>The scan's own report is not among these hits.</small></p>")
-        body.append(
-            f'<div class="card"><div>{thumb}</div><div><b>{_e(scan_id)}</b>'
-            f'<p class="report">True report: {_e(item.get("true_report", ""))}</p>'
-            f"{''.join(rows)}</div></div>"
+        items.append(
+            {
+                "id": scan_id,
+                "thumb": _thumb(page, scan_id, str(item.get("image_path", ""))),
+                "true_report": item.get("true_report", ""),
+                "hits": hits,
+                "any_true": any(h["true"] for h in hits),
+            }
         )
-    page.add("retrieval", "Retrieval gallery", "\n".join(body))
+    page.add("retrieval", "Retrieval gallery", "retrieval", {"cards": items})
 
 
 def _flags_section(page: _Page, path: Path) -> None:
@@ -355,27 +324,22 @@ def _flags_section(page: _Page, path: Path) -> None:
         page.absent("flags", "Flagged pairs", f"no {path.name} in the run folder")
         return
     rows = sorted(rows, key=lambda r: -_nan_low(_float(r.get("score"))))[:MAX_FLAGS]
-    n_flagged = sum(str(r.get("flagged", "")).lower() == "true" for r in rows)
-    body = [
-        f"<p>Top {len(rows)} image–report pairs by mismatch score ({n_flagged} of them flagged)."
-        "</p><table><thead><tr><th>scan</th><th>score</th><th>flagged</th><th>similarity</th>"
-        "<th>neighbour mean</th><th>rank</th><th>explanation</th><th>report</th></tr></thead>"
-        "<tbody>"
+    shown = [
+        {
+            "flagged": str(r.get("flagged", "")).lower() == "true",
+            "thumb": _thumb(page, str(r.get("id", "")), str(r.get("image_path", ""))),
+            "id": str(r.get("id", ""))[:17],
+            "score": r.get("score"),
+            "similarity": r.get("similarity"),
+            "neighbour_mean": r.get("neighbour_mean"),
+            "rank": r.get("rank", ""),
+            "explanation": r.get("explanation", ""),
+            "report": r.get("report", ""),
+        }
+        for r in rows
     ]
-    for r in rows:
-        flagged = str(r.get("flagged", "")).lower() == "true"
-        thumb = _thumb(page, str(r.get("id", "")), str(r.get("image_path", "")))
-        body.append(
-            f"<tr{' class=flagged' if flagged else ''}><td>{thumb}<br>"
-            f"<small>{_e(str(r.get('id', ''))[:17])}</small></td>"
-            f'<td class="num">{_fmt(r.get("score"))}</td><td>{"yes" if flagged else "no"}</td>'
-            f'<td class="num">{_fmt(r.get("similarity"))}</td>'
-            f'<td class="num">{_fmt(r.get("neighbour_mean"))}</td>'
-            f'<td class="num">{_e(r.get("rank", ""))}</td><td>{_e(r.get("explanation", ""))}</td>'
-            f'<td class="report">{_e(r.get("report", ""))}</td></tr>'
-        )
-    body.append("</tbody></table>")
-    page.add("flags", "Flagged pairs", "\n".join(body))
+    n_flagged = sum(r["flagged"] for r in shown)
+    page.add("flags", "Flagged pairs", "flags", {"rows": shown, "n_flagged": n_flagged})
 
 
 def _scan_candidates(run_dir: Path) -> list[tuple[str, str, str]]:
@@ -450,11 +414,11 @@ def _attention_section(
             return
     candidates = _scan_candidates(run_dir)
     masks_dirs = [run_dir / folder / "masks" for folder in PHANTOM_FOLDERS]
-    source = "the run's test scans"
+    from_dataset = False
     if not candidates and config_text is not None:
         try:
             candidates, masks_dirs = _dataset_candidates(train_dir / "config.yaml")
-            source = "test scans of the run's dataset"
+            from_dataset = True
         except Exception as exc:  # the dataset may be gone or moved; the report goes on
             log.warning("report: cannot list the run's dataset: %s", exc)
     if not candidates:
@@ -474,19 +438,10 @@ def _attention_section(
         return -(2 * len(labels & set(masks)) + bool(masks) + bool(labels - {None}))
 
     ordered = sorted(candidates[:500], key=priority)
-    body = [
-        f"<p>Attention of each finding word over the image regions of {source} (GLoRIA's "
-        f"softmax<sub>r</sub>(τ1·w·v), τ1 = {tau1:g}), upsampled to the scan; the planted "
-        "finding's mask is outlined in white when the phantom has it. Pointing game: the "
-        "attention peak falls inside the planted mask of the word's finding.</p>"
-    ]
-    table = [
-        "<table><thead><tr><th>scan</th><th>finding words</th><th>pointing game hits</th>"
-        "</tr></thead><tbody>"
-    ]
-    hits = total = shown = 0
+    scans: list[dict[str, Any]] = []
+    hits = total = 0
     for scan_id, path, report in ordered:
-        if shown >= n_heatmaps:
+        if len(scans) >= n_heatmaps:
             break
         found = _resolve_image(path, run_dir)
         if found is None:
@@ -521,21 +476,28 @@ def _attention_section(
             panels.append((f'"{word}" → {label}\n({note})', to_image(maps[k], image.shape), mask))
         png = figures.attention_figure(image, panels, title=scan_id)
         alt = f"attention maps of the words {', '.join(w for _, w, _ in picked)} on scan {scan_id}"
-        body.append(f"<h3>{_e(scan_id)}</h3><p class='report'>{_e(report)}</p>")
-        body.append(page.img(f"attention-{shown + 1}", png, alt))
-        table.append(
-            f"<tr><td>{_e(scan_id)}</td><td>{_e(', '.join(w for _, w, _ in picked))}</td>"
-            f'<td class="num">{h} / {s}</td></tr>'
+        scans.append(
+            {
+                "id": scan_id,
+                "report": report,
+                "words": [w for _, w, _ in picked],
+                "hits": h,
+                "total": s,
+                "img": page.img(f"attention-{len(scans) + 1}", png, alt),
+            }
         )
-        shown += 1
-    if not shown:
+    if not scans:
         page.absent("attention", title, "no readable test scan whose report names a finding")
         return
-    table.append(
-        f'<tr><th>all</th><th></th><th class="num">{hits} / {total}'
-        f"{f' ({hits / total:.0%})' if total else ''}</th></tr></tbody></table>"
-    )
-    page.add("attention", title, "\n".join(body[:1] + table + body[1:]))
+    data = {
+        "from_dataset": from_dataset,
+        "tau1": f"{tau1:g}",
+        "scans": scans,
+        "hits": hits,
+        "total": total,
+        "share": f"{hits / total:.0%}" if total else "",
+    }
+    page.add("attention", title, "attention", data)
 
 
 def _local_params(config_text: str | None) -> tuple[float, bool]:
@@ -556,64 +518,67 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- HTML
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _nan_low(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
 
 
 def _fmt(value, digits: int = 3) -> str:
-    """A number for a table cell: integers as is, floats to ``digits`` places, NaN as a dash."""
+    """A number for a table cell: integers as is, floats to ``digits`` places, NaN as a dash.
+
+    Plain text (not escaped: the template escapes what it prints).
+    """
     if value is None:
         return ""
     if isinstance(value, bool | int):
-        return _e(value)
+        return str(value)
     if isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"-?\d+", text):
             return text
         x = _float(text)
         if math.isnan(x) and text.lower() != "nan":
-            return _e(value)
+            return value
     else:
         x = _float(value)
     return f"{x:.{digits}f}" if math.isfinite(x) else "–"
 
 
-def _table(rows: list[dict[str, str]]) -> str:
+def _table(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """A CSV's rows for the template's ``table``: per cell (numeric?, value)."""
     cols = list(rows[0])
-    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = []
+    cells = []
     for r in rows:
-        cells = []
+        row = []
         for c in cols:
             v = r.get(c, "")
-            numeric = math.isfinite(_float(v)) or str(v).lower() == "nan"
-            cls = ' class="num"' if numeric else ""
-            cells.append(f"<td{cls}>{_fmt(v) if numeric else _e(v)}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            row.append((math.isfinite(_float(v)) or str(v).lower() == "nan", v))
+        cells.append(row)
+    return {"cols": cols, "rows": cells}
+
+
+@cache
+def _template():
+    """The page template, loaded once; autoescape on for every value it prints."""
+    from importlib.resources import files
+
+    import jinja2
+
+    env = jinja2.Environment(
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["fmt"] = _fmt
+    return env.from_string(files("radalign").joinpath(TEMPLATE).read_text(encoding="utf-8"))
 
 
 def _render(page: _Page, run_dir: Path) -> str:
-    nav = " ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, _ in page.sections)
-    missing = ""
-    if page.missing:
-        items = "".join(f"<li>{_e(m)}</li>" for m in page.missing)
-        missing = f'<div class="missing"><b>Missing from this run:</b><ul>{items}</ul></div>'
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>radalign report: {_e(run_dir.name)}</title>",
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>radalign report</h1><p>Run folder: <code>{_e(str(run_dir))}</code></p>",
-        f"<nav>{nav}</nav>",
-        missing,
-    ]
-    for anchor, title, body in page.sections:
-        parts.append(f'<section id="{anchor}"><h2>{_e(title)}</h2>\n{body}\n</section>')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    document = _template().render(
+        run_name=run_dir.name,
+        run_dir=str(run_dir),
+        sections=page.sections,
+        missing=page.missing,
+    )
+    return document.lstrip()  # the macro definitions above <!DOCTYPE html> leave blank lines

@@ -85,6 +85,33 @@ class BuildSummary:
     seconds: float = 0.0
     precision: str = "fp32"
 
+    @classmethod
+    def of_run(
+        cls,
+        kind: str,
+        rows: int,
+        kept: list,
+        skipped: SkipLog,
+        duplicates: int,
+        chunks: int,
+        resumed_chunks: int,
+        start: float,
+        precision: Precision,
+    ) -> BuildSummary:
+        """The summary of a build or add that began at ``perf_counter()`` ``start``."""
+        return cls(
+            kind=kind,
+            rows=rows,
+            embedded=len(kept),
+            skipped=len(skipped),
+            skip_reasons=dict(skipped.counts()),
+            duplicates=duplicates,
+            chunks=chunks,
+            resumed_chunks=resumed_chunks,
+            seconds=round(time.perf_counter() - start, 3),
+            precision=precision.name,
+        )
+
     def line(self) -> str:
         reasons = ", ".join(f"{r}: {n}" for r, n in self.skip_reasons.items())
         extra = f" ({reasons})" if reasons else ""
@@ -386,17 +413,8 @@ def build_index(
         memory_budget_bytes=parse_size(memory_budget),
     )
     index.save(out)
-    summary = BuildSummary(
-        kind=kind,
-        rows=len(frame),
-        embedded=len(kept),
-        skipped=len(skipped),
-        skip_reasons=dict(skipped.counts()),
-        duplicates=duplicates,
-        chunks=n_chunks,
-        resumed_chunks=resumed,
-        seconds=round(time.perf_counter() - start, 3),
-        precision=precision.name,
+    summary = BuildSummary.of_run(
+        kind, len(frame), kept, skipped, duplicates, n_chunks, resumed, start, precision
     )
     skipped.write_csv(out / SKIPPED_FILE)
     _write_build_info(out, summary, index, history=[])
@@ -452,17 +470,8 @@ def add_to_index(
             index.add(x, _align_columns(meta, index.metadata))
             index.save(index_dir)
         shutil.rmtree(work, ignore_errors=True)
-    summary = BuildSummary(
-        kind=kind,
-        rows=len(frame),
-        embedded=len(kept),
-        skipped=len(skipped),
-        skip_reasons=dict(skipped.counts()),
-        duplicates=duplicates,
-        chunks=n_chunks,
-        resumed_chunks=resumed,
-        seconds=round(time.perf_counter() - start, 3),
-        precision=precision.name,
+    summary = BuildSummary.of_run(
+        kind, len(frame), kept, skipped, duplicates, n_chunks, resumed, start, precision
     )
     old_skips = SkipLog(_read_skips(index_dir / SKIPPED_FILE))
     old_skips.rows += skipped.rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -134,6 +135,42 @@ def test_plain_pretrain_run_says_what_is_missing(demo_dir, tmp_path):
     assert "no saved model" not in text and "test scans of the run&#x27;s dataset" not in text
     assert "test scans of the run's dataset" in text and "attention-1.png" not in text
     assert (tmp_path / "rep" / "attention-1.png").is_file()
+
+
+def test_report_text_paths_and_config_values_are_escaped(tmp_path):
+    """Report texts, file names, paths and config values print as text, never as markup."""
+    from radalign.report import write_report
+
+    run = tmp_path / "run <b> & co"
+    run.mkdir()
+    evil = "<script>alert(1)</script>"
+    (run / "config.yaml").write_text(f"model: tiny\nnote: '{evil} & more'\n", encoding="utf-8")
+    gallery = [
+        {
+            "id": "s&1",
+            "image_path": str(run / "no<such>&scan.jpg"),
+            "true_report": f"{evil} left & right",
+            "hits": [{"rank": 1, "score": 0.5, "report": f"{evil} & co", "matches_true_report": 1}],
+        }
+    ]
+    (run / "retrieval.json").write_text(json.dumps(gallery), encoding="utf-8")
+    (run / "flags.csv").write_text(
+        "id,image_path,report,score,flagged,similarity,neighbour_mean,rank,explanation\n"
+        f'f1,/x/a&b.jpg,"{evil} R&L",0.9,True,0.1,0.2,3,"<i>why</i> & how"\n',
+        encoding="utf-8",
+    )
+    (run / "zeroshot-eval.csv").write_text(f"class,auroc,note\nA&B,0.5,{evil}\n", encoding="utf-8")
+    page = write_report(run, tmp_path / "rep", n_heatmaps=0)
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text and "<i>" not in text and "<b> &" not in text
+    esc = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"{esc} &amp; more" in text  # a config value
+    assert f"{esc} left &amp; right" in text and f"{esc} &amp; co" in text  # report texts
+    assert f"{esc} R&amp;L" in text and "&lt;i&gt;why&lt;/i&gt; &amp; how" in text
+    assert "scan not found: no&lt;such&gt;&amp;scan.jpg" in text  # a file name
+    assert "run &lt;b&gt; &amp; co" in text  # the run folder, in title, header and paths
+    assert "<td>A&amp;B</td>" in text and f"<td>{esc}</td>" in text  # a CSV table
+    assert _parse(page).refs == []  # still self-contained: nothing became a script or link
 
 
 @pytest.mark.slow  # shares the module's demo folder (one tiny pretraining run)

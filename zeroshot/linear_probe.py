@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from radalign.zeroshot.metrics import auroc
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 __all__ = ["DEFAULT_CS", "LinearProbe", "fit_linear_probe"]
@@ -102,7 +102,7 @@ def _logreg(c: float, max_iter: int) -> LogisticRegression:
 
 def _val_auroc(x, y, vx, vy, c: float, max_iter: int) -> float:
     model = _logreg(c, max_iter).fit(x, y)
-    return float(roc_auc_score(vy, model.predict_proba(vx)[:, 1]))
+    return auroc(vy, model.predict_proba(vx)[:, 1])
 
 
 def _cv_auroc(x, y, c: float, max_iter: int, name: str) -> float:
@@ -113,7 +113,12 @@ def _cv_auroc(x, y, c: float, max_iter: int, name: str) -> float:
             "cross-validation; give val_x/val_y"
         )
     cv = StratifiedKFold(folds, shuffle=True, random_state=SEED)
-    return float(cross_val_score(_logreg(c, max_iter), x, y, cv=cv, scoring="roc_auc").mean())
+    return float(cross_val_score(_logreg(c, max_iter), x, y, cv=cv, scoring=_scorer).mean())
+
+
+def _scorer(model: LogisticRegression, x, y) -> float:
+    """Fold AUROC for ``cross_val_score`` (what its ``"roc_auc"`` scorer computes)."""
+    return auroc(y, model.decision_function(x))
 
 
 def _check_cs(cs: Sequence[float]) -> list[float]:

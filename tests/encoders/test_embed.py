@@ -140,7 +140,7 @@ def test_embed_texts_order_and_frozen_cache_match_plain_forward(tiny_model):
     """Length-sorted batching returns rows in input order; a frozen-tower cache gives the same
     vectors as running the tower (and skips the reports it already holds)."""
     import torch
-    from radalign.pretrain.frozen_text import FrozenTextCache
+    from radalign.encoders.frozen_text import FrozenTextCache
 
     texts = [
         "Large right pleural effusion with compressive atelectasis of the right lower lobe.",

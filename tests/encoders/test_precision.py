@@ -157,6 +157,10 @@ def test_every_inference_command_takes_precision():
         assert parser.parse_args([*argv, "--precision", "bf16"]).precision == "bf16", argv
     with pytest.raises(SystemExit):
         parser.parse_args([*argvs[0], "--precision", "fp8"])
+    for argv in argvs:  # the shared model options: --device and --batch-size everywhere
+        got = parser.parse_args([*argv, "--device", "cpu", "--batch-size", "4"])
+        assert (got.device, got.batch_size) == ("cpu", 4), argv
+        assert parser.parse_args(argv).device is None, argv
 
 
 def test_resolve_precision_option_says_what_runs(capsys):

@@ -90,6 +90,16 @@ def test_vectorised_bootstrap_matches_a_loop_over_resamples():
     assert fast == pytest.approx(slow, abs=1e-12)
 
 
+def test_vectorised_bootstrap_matches_auroc_per_resample():
+    """The bootstrap's count-based AUROC agrees with :func:`auroc` (scikit-learn) per resample."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 80)
+    s = np.round(rng.normal(size=80) + y, 1)  # ties
+    fast = bootstrap_ci(y, s, n=100, seed=1)
+    slow = bootstrap_ci(y, s, metric=lambda a, b: auroc(a, b), n=100, seed=1)
+    assert fast == pytest.approx(slow, abs=1e-12)
+
+
 def test_bootstrap_skips_single_class_resamples():
     # 1 positive in 30: many resamples miss it; the interval still comes from the rest
     y = np.zeros(30, dtype=int)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
+from radalign.encoders.frozen_text import FrozenTextCache
 from radalign.pretrain.config import TrainConfig
-from radalign.pretrain.frozen_text import FrozenTextCache
 from radalign.pretrain.trainer import _build_model
 
 REPORTS = [

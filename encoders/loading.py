@@ -1,4 +1,4 @@
-"""The front door: ``radalign.load(name_or_dir)``."""
+"""Loading a model by name, config file, saved directory or open_clip id: ``radalign.load``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import dataclasses
 import os
 
 import torch
-
 from radalign.encoders.checkpoint import is_pretrained_dir, load_pretrained
 from radalign.encoders.model import RadAlignModel
 from radalign.encoders.registry import get_model_config
