@@ -133,10 +133,10 @@ class RadAlignModel(nn.Module):
 
     def transform(self, train: bool = False, aug=None, seed: int | None = None) -> Callable:
         """Image preprocessing for this model: a ``[0, 1]`` gray array -> ``[C, S, S]`` tensor."""
-        from radalign.encoders.transforms import build_transform
+        from radalign.encoders.transforms import ImageTransform
 
         tower = self.image_tower
-        return build_transform(
+        return ImageTransform(
             self.config.image.image_size,
             train=train,
             mean=tower.mean,

@@ -85,19 +85,3 @@ class ImageTransform:
         img = np.clip(img, 0.0, 1.0)
         chans = np.repeat(img[None], self.in_chans, axis=0)
         return torch.from_numpy((chans - self.mean) / self.std)
-
-
-def build_transform(
-    image_size: int,
-    *,
-    train: bool,
-    mean: Sequence[float],
-    std: Sequence[float],
-    in_chans: int = 3,
-    aug: AugmentConfig | None = None,
-    seed: int | None = None,
-) -> ImageTransform:
-    """The eval (``train=False``) or training pipeline for a tower."""
-    return ImageTransform(
-        image_size, train=train, mean=mean, std=std, in_chans=in_chans, aug=aug, seed=seed
-    )

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from radalign.encoders.errors import InputError
 from radalign.encoders.imageio import list_images, load_image, read_dicom_fields
-from radalign.encoders.transforms import AugmentConfig, build_transform
+from radalign.encoders.transforms import AugmentConfig, ImageTransform
 
 TEST_DIR = os.path.dirname(get_testdata_file("CT_small.dcm"))
 CR_FILES = sorted(glob.glob(f"{TEST_DIR}/dicomdirtests/77654033/CR*/*"))
@@ -151,7 +151,7 @@ def test_list_images(tmp_path):
 
 
 def test_eval_transform_letterboxes_and_normalises():
-    t = build_transform(32, train=False, mean=[0.5] * 3, std=[0.25] * 3)
+    t = ImageTransform(32, train=False, mean=[0.5] * 3, std=[0.25] * 3)
     out = t(np.ones((64, 32), np.float32))
     assert out.shape == (3, 32, 32) and out.dtype.is_floating_point
     assert float(out[0, 16, 0]) == pytest.approx(-2.0)  # padding columns: (0 - .5) / .25
@@ -159,7 +159,7 @@ def test_eval_transform_letterboxes_and_normalises():
 
 
 def test_train_transform_seeded_and_never_flips():
-    t = build_transform(
+    t = ImageTransform(
         32, train=True, mean=[0.0] * 3, std=[1.0] * 3, aug=AugmentConfig(rotate_deg=0)
     )
     img = np.zeros((32, 32), np.float32)
