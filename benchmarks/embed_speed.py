@@ -64,8 +64,8 @@ def main() -> None:
             for i in range(len(paths))
         ]
     else:
-        from radalign.pretrain.phantoms import synthesize
-        from radalign.pretrain.sources import open_source
+        from radalign.data.sources import open_source
+        from radalign.data.synth import synthesize
 
         tmp = tempfile.TemporaryDirectory()
         synthesize(tmp.name, n=args.n, seed=123, size=256, layouts=("jpg",))

@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from radalign.pretrain.phantoms import GENERATOR_VERSION, generate_case, synthesize  # noqa: E402
+from radalign.data.synth import GENERATOR_VERSION, generate_case, synthesize  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phantoms_speed.jsonl"
 

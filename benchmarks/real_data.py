@@ -242,8 +242,8 @@ def _probe_row(tag: str, parts: dict, tx, ty, n_boot: int, note: str) -> dict:
 # ---------------------------------------------------------------- 2. covid notes
 def covid_rows(model, tag: str, folder: Path, args) -> list[dict]:
     """Image <-> note Recall@K over the frontal test pairs with a note."""
+    from radalign.data.sources import open_source
     from radalign.encoders.embed import embed_images, embed_texts
-    from radalign.pretrain.sources import open_source
 
     records = open_source(folder / "manifest.csv", split="test").records
     records = records[: args.limit] if args.limit else records

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 def phantom_root(config: DataConfig) -> Path:
     """The phantom tree of ``config``, generated on first use."""
-    from radalign.pretrain.phantoms import synthesize
+    from radalign.data.synth import synthesize
 
     base = Path(config.phantoms_dir)
     root = base / config.phantoms_layout
@@ -25,8 +25,8 @@ def phantom_root(config: DataConfig) -> Path:
 
 
 def load_pairs(config: DataConfig):
-    """A :class:`~radalign.pretrain.records.PairSet` as ``config`` describes it."""
-    from radalign.pretrain.sources import open_source
+    """A :class:`~radalign.data.records.PairSet` as ``config`` describes it."""
+    from radalign.data.sources import open_source
 
     root = phantom_root(config) if config.source == "phantoms" else Path(config.source)
     return open_source(

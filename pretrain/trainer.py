@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import gather_object, set_seed
 from omegaconf import OmegaConf
+from radalign.data.synth_reports import flip_laterality
 from radalign.encoders.atomic import atomic_write
 from radalign.encoders.errors import SkipLog
 from radalign.encoders.frozen_text import FrozenTextCache
@@ -25,7 +26,6 @@ from radalign.pretrain.config import TrainConfig, save_train_config
 from radalign.pretrain.global_loss import clamp_logit_scale_
 from radalign.pretrain.objective import Objective
 from radalign.pretrain.pair_dataset import EpochShuffleSampler, PairCollator, PairDataset
-from radalign.pretrain.phantom_reports import flip_laterality
 from radalign.pretrain.train_state import (
     LoopState,
     find_checkpoint,

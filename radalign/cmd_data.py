@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from radalign.pretrain.phantoms import synthesize
+    from radalign.data.synth import synthesize
 
     summary = synthesize(
         args.out,
@@ -66,7 +66,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from radalign.pretrain.datacheck import check
+    from radalign.data.datacheck import check
 
     kwargs = {"section": args.section, "decode": args.decode}
     if args.all_views:

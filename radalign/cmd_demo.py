@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _phantoms(args, out: Path, state: dict):
-    from radalign.pretrain.phantoms import synthesize
+    from radalign.data.synth import synthesize
 
     sets = {
         "train": (out / "phantoms", args.n, TRAIN_SEED, (0.9, 0.1, 0.0)),
@@ -279,9 +279,9 @@ def _label_match_precision(
 
 
 def _flags(args, out: Path, state: dict):
+    from radalign.data.synth_reports import flip_laterality
     from radalign.encoders.atomic import atomic_write
     from radalign.encoders.embed import embed_texts
-    from radalign.pretrain.phantom_reports import flip_laterality
     from radalign.zeroshot.mismatch import (
         MismatchScorer,
         flag_pairs,

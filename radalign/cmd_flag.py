@@ -103,9 +103,9 @@ def _embedded_pairs(model, source: str, split: str | None, batch_size: int, prec
     """The source's pairs with both an image and a report embedded, and what was skipped."""
     import pandas as pd
 
+    from radalign.data.sources import open_source
     from radalign.encoders.embed import embed_images, embed_texts
     from radalign.encoders.errors import SkipLog
-    from radalign.pretrain.sources import open_source
 
     pairset = open_source(source, split=split)
     records = [r for r in pairset.records if r.image_path is not None and r.report]
@@ -140,8 +140,8 @@ def _embedded_pairs(model, source: str, split: str | None, batch_size: int, prec
 
 def _evaluate(model, scorer, pairs, u: np.ndarray, args) -> dict:
     """AUROC of the mismatch score for planted swaps and left/right flips."""
+    from radalign.data.synth_reports import flip_laterality
     from radalign.encoders.embed import embed_texts
-    from radalign.pretrain.phantom_reports import flip_laterality
     from radalign.zeroshot.mismatch import mismatch_aurocs, plant_anomalies
 
     planted = plant_anomalies(

@@ -95,7 +95,7 @@ def _embed_options(args: argparse.Namespace, device) -> dict:
 
 
 def _open(args: argparse.Namespace, kind: str):
-    from radalign.pretrain.sources import open_source
+    from radalign.data.sources import open_source
 
     views = None if args.views.strip().lower() == "all" else args.views.split(",")
     return open_source(

@@ -102,8 +102,8 @@ def _format_from_suffix(out: str | None) -> str:
 
 
 def _evaluate(args: argparse.Namespace, model, device, precision) -> int:
+    from radalign.data.sources import open_source
     from radalign.encoders.atomic import atomic_write
-    from radalign.pretrain.sources import open_source
     from radalign.retrieval.evaluate import evaluate_retrieval, load_ids, make_5x200, save_ids
 
     pairs = open_source(args.eval, layout=args.layout, split=args.split, one_image_per_study=True)

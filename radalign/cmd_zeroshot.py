@@ -188,7 +188,7 @@ def _inputs(args):
 def _records(path: str, args, split: str | None | bool = True, all_views: bool = False):
     """Records with an image from a source; ``split=True`` takes ``--split``; labels given for
     explicit scans are matched by path, so every view is kept then."""
-    from radalign.pretrain.sources import open_source
+    from radalign.data.sources import open_source
 
     if split is True:
         split = None if args.split in ("all", "", None) else args.split

@@ -10,7 +10,7 @@ Only identifiers the source already uses as ids are written; nothing is read fro
 
 Records are given as a ``PairSet`` / list of ``PairRecord``-like objects (anything with ``id``,
 ``image_path``, ``report``, ``patient_id``, ``study_id``, ``split``, ``labels``) or a DataFrame
-with those columns.  Reading a dataset root is :func:`radalign.pretrain.sources.open_source`'s
+with those columns.  Reading a dataset root is :func:`radalign.data.sources.open_source`'s
 job (``radalign index build --source`` does both).
 
 Builds are resumable: rows are embedded in chunks of ``chunk_rows`` and each finished chunk is
@@ -157,7 +157,7 @@ def records_frame(records: Any, split: str | None = None) -> pd.DataFrame:
     if isinstance(records, (str, os.PathLike)):
         raise TypeError(
             f"expected records, got the path {records!r}: open it first with "
-            "radalign.pretrain.sources.open_source(path), or use `radalign index build --source`"
+            "radalign.data.sources.open_source(path), or use `radalign index build --source`"
         )
     if isinstance(records, pd.DataFrame):
         rows = records.to_dict("records")

@@ -26,3 +26,28 @@ def test_library_never_imports_the_front_door():
             if "from radalign import" in text or "import radalign\n" in text:
                 offenders.append(str(path.relative_to(REPO)))
     assert not offenders, offenders
+
+
+ALLOWED = {
+    "encoders": set(),
+    "data": {"encoders"},
+    "retrieval": {"encoders", "data"},
+    "zeroshot": {"encoders", "data", "retrieval"},
+    "pretrain": {"encoders", "data"},
+}
+
+
+def test_capabilities_import_in_one_direction():
+    """encoders <- data <- {pretrain, retrieval <- zeroshot}; nothing but the CLI imports pretrain."""
+    import re
+
+    pattern = re.compile(
+        r"^\s*(?:from|import)\s+radalign\.(encoders|data|pretrain|retrieval|zeroshot)\b", re.M
+    )
+    wrong = []
+    for folder, allowed in ALLOWED.items():
+        for path in (REPO / folder).glob("*.py"):
+            used = set(pattern.findall(path.read_text(encoding="utf-8"))) - {folder}
+            if used - allowed:
+                wrong.append(f"{folder}/{path.name}: {sorted(used - allowed)}")
+    assert not wrong, wrong

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from radalign.data.records import PairRecord
 from radalign.pretrain.pair_dataset import EpochShuffleSampler, PairCollator, PairDataset
-from radalign.pretrain.records import PairRecord
 
 
 @pytest.fixture

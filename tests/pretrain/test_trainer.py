@@ -18,7 +18,7 @@ from radalign.pretrain.trainer import NonFiniteLoss, pretrain
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory) -> Path:
-    from radalign.pretrain.phantoms import synthesize
+    from radalign.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("phantoms")
     synthesize(root, n=96, seed=11, size=128, layouts=("jpg",))
@@ -297,8 +297,8 @@ def test_flip_negatives_train_both_text_paths(phantoms, tmp_path, monkeypatch, f
     assert any(bool(valid.any()) for _, (_, valid) in seen)  # phantom reports name sides
     assert all(torch.isfinite(torch.tensor(v)) for v in _losses(result.run_dir).values())
     if freeze_text:  # the swapped training reports were cached up front with the originals
+        from radalign.data.synth_reports import flip_laterality
         from radalign.pretrain.data import load_pairs
-        from radalign.pretrain.phantom_reports import flip_laterality
 
         train = [r.report.strip() for r in load_pairs(config.data).split("train") if r.report]
         assert all(flip_laterality(r) in result.text_cache.rows for r in train)

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from radalign.pretrain.phantoms import synthesize
-from radalign.pretrain.sources import open_source
+from radalign.data.sources import open_source
+from radalign.data.synth import synthesize
 from radalign.retrieval import build as build_mod
 from radalign.retrieval.build import (
     add_to_index,

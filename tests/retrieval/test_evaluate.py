@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from radalign.pretrain.phantoms import synthesize
-from radalign.pretrain.sources import open_source
+from radalign.data.sources import open_source
+from radalign.data.synth import synthesize
 from radalign.retrieval.evaluate import (
     FIVE_CLASSES,
     evaluate_retrieval,

@@ -21,7 +21,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
-    from radalign.pretrain.phantoms import synthesize
+    from radalign.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("phantoms") / "tree"
     synthesize(root, n=24, seed=0, size=64, layouts=("jpg",))
@@ -40,8 +40,8 @@ def source_run(phantoms, tmp_path_factory):
 
 
 def test_source_predictions_match_the_classifier(source_run, phantoms, tiny_model):
+    from radalign.data.sources import open_source
     from radalign.encoders.embed import embed_images
-    from radalign.pretrain.sources import open_source
     from radalign.zeroshot.classifier import PromptClassifier
 
     table = pd.read_csv(source_run)
@@ -61,7 +61,7 @@ def test_source_predictions_match_the_classifier(source_run, phantoms, tiny_mode
 
 
 def test_source_evaluation_table(source_run, phantoms):
-    from radalign.pretrain.sources import open_source
+    from radalign.data.sources import open_source
 
     ev = pd.read_csv(source_run.with_suffix(".eval.csv"))
     assert (source_run.parent / "skipped.csv").is_file()

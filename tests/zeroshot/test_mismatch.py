@@ -105,8 +105,8 @@ def test_planted_anomalies():
 
 def test_flag_cli_end_to_end_after_a_few_training_steps(tmp_path):
     """Pretrain ``tiny`` for a few steps on phantoms, index its reports, flag, evaluate."""
+    from radalign.data.sources import open_source
     from radalign.pretrain.config import load_train_config
-    from radalign.pretrain.sources import open_source
     from radalign.pretrain.trainer import pretrain
     from radalign.retrieval.build import build_index
 

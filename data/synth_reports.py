@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
-from radalign.pretrain.phantom_anatomy import CHEXPERT_LABELS, Finding
+from radalign.data.synth_anatomy import CHEXPERT_LABELS, Finding
 
 Labels = dict[str, float]
 Sentence = tuple[str, Labels]

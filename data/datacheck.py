@@ -1,6 +1,6 @@
 """``radalign data check``: what a source holds and what is wrong with it, before training.
 
-:func:`check` opens a source with :func:`~radalign.pretrain.sources.open_source` (same options)
+:func:`check` opens a source with :func:`~radalign.data.sources.open_source` (same options)
 and counts pairs, patients, studies, splits, views, report lengths, missing sections, skipped rows
 by reason (with example paths), rows without a patient id and duplicate ids; with
 ``decode=True`` it also decodes every image and counts the unreadable ones.
@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from radalign.data.sections import findings_text, impression_text
+from radalign.data.sources import open_source
 from radalign.encoders.errors import InputError
-from radalign.pretrain.sections import findings_text, impression_text
-from radalign.pretrain.sources import open_source
 
 __all__ = ["CheckReport", "check"]
 

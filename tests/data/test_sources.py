@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from radalign.data.records import PairSet, normalize_split, normalize_view
+from radalign.data.sources import detect_layout, label_sentence, open_source
+from radalign.data.splits import assign_splits, split_key, split_of
 from radalign.encoders.errors import InputError
-from radalign.pretrain.records import PairSet, normalize_split, normalize_view
-from radalign.pretrain.sources import detect_layout, label_sentence, open_source
-from radalign.pretrain.splits import assign_splits, split_key, split_of
 
 # --------------------------------------------------------------------------- a MIMIC-CXR tree
 

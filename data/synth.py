@@ -36,8 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from radalign.encoders.atomic import atomic_dir, atomic_write
-from radalign.pretrain.phantom_anatomy import (
+from radalign.data.synth_anatomy import (
     CHEXPERT_LABELS,
     P_AP,
     Anatomy,
@@ -50,7 +49,8 @@ from radalign.pretrain.phantom_anatomy import (
     sample_findings,
     truth_labels,
 )
-from radalign.pretrain.phantom_reports import write_report
+from radalign.data.synth_reports import write_report
+from radalign.encoders.atomic import atomic_dir, atomic_write
 
 GENERATOR_VERSION = "phantoms-1"
 LAYOUTS = ("dicom", "jpg")

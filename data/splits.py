@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
-from radalign.pretrain.records import SPLIT_NAMES
+from radalign.data.records import SPLIT_NAMES
 
 __all__ = ["DEFAULT_FRACTIONS", "assign_splits", "split_key", "split_of"]
 

@@ -8,8 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from radalign.encoders.errors import InputError
-from radalign.pretrain.sections import (
+from radalign.data.sections import (
     clean_text,
     findings_text,
     impression_text,
@@ -17,6 +16,7 @@ from radalign.pretrain.sections import (
     select_sections,
     split_sections,
 )
+from radalign.encoders.errors import InputError
 
 
 def _m(text: str) -> str:

@@ -16,7 +16,8 @@ import pydicom
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from radalign.pretrain.phantom_anatomy import (
+from radalign.data.synth import GENERATOR_VERSION, generate_case, synthesize
+from radalign.data.synth_anatomy import (
     CHEXPERT_LABELS,
     DISEASES,
     Finding,
@@ -24,8 +25,7 @@ from radalign.pretrain.phantom_anatomy import (
     sample_findings,
     truth_labels,
 )
-from radalign.pretrain.phantom_reports import flip_laterality, write_report
-from radalign.pretrain.phantoms import GENERATOR_VERSION, generate_case, synthesize
+from radalign.data.synth_reports import flip_laterality, write_report
 
 LUNG_FINDINGS = {
     "Pleural Effusion",

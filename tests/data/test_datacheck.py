@@ -7,9 +7,9 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+from radalign.data.datacheck import CheckReport, check
+from radalign.data.splits import split_key, split_of
 from radalign.encoders.errors import InputError
-from radalign.pretrain.datacheck import CheckReport, check
-from radalign.pretrain.splits import split_key, split_of
 
 
 @pytest.fixture

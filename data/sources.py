@@ -30,7 +30,7 @@ raises; a path that is no known layout raises :class:`InputError` ``"unrecognise
 once.
 
 Splits: the official MIMIC split file when there is one (``validate`` -> ``val``), a manifest's
-``split`` column, else :func:`radalign.pretrain.splits.assign_splits` by patient (falling back to
+``split`` column, else :func:`radalign.data.splits.assign_splits` by patient (falling back to
 study id, then record id), patient-consistently with any splits already given.
 """
 
@@ -50,21 +50,21 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from radalign.encoders.errors import InputError, SkipLog
-from radalign.encoders.labels import CHEXPERT_LABELS
-from radalign.pretrain.records import (
+from radalign.data.records import (
     PairRecord,
     PairSet,
     normalize_split,
     normalize_view,
 )
-from radalign.pretrain.sections import (
+from radalign.data.sections import (
     SECTION_CHOICES,
     clean_text,
     select_sections,
     split_sections,
 )
-from radalign.pretrain.splits import DEFAULT_FRACTIONS, assign_splits, split_key
+from radalign.data.splits import DEFAULT_FRACTIONS, assign_splits, split_key
+from radalign.encoders.errors import InputError, SkipLog
+from radalign.encoders.labels import CHEXPERT_LABELS
 
 __all__ = [
     "CHEXPERT_LABELS",
@@ -176,7 +176,7 @@ def open_source(
                           manifests (which often leave the view blank).
     ``one_image_per_study`` one image per study: PA before AP before others, then smallest id.
     ``section``           ``findings+impression`` (default), ``impression``, ``findings``,
-                          ``longest`` or ``full``; see :mod:`radalign.pretrain.sections`. The
+                          ``longest`` or ``full``; see :mod:`radalign.data.sections`. The
                           default because the impression alone is short (often "No acute
                           process.") while the findings carry the localised detail (side, zone,
                           size) that the word-region loss aligns with image regions; when one of
@@ -191,7 +191,7 @@ def open_source(
                           unless the source has no image paths at all (a reports-only set, e.g. a
                           manifest with a blank ``image_path`` column or IU X-ray without
                           ``images/``), whose records then have ``image_path=None``.
-    ``fractions``, ``seed`` for :func:`~radalign.pretrain.splits.assign_splits` when a row has no
+    ``fractions``, ``seed`` for :func:`~radalign.data.splits.assign_splits` when a row has no
                           official split.
 
     Layout-specific keywords: MIMIC ``metadata=``, ``split_file=``, ``labels_file=``,
