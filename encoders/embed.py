@@ -186,6 +186,66 @@ def embed_texts(
     return Embeddings(x, meta, skipped, model.fingerprint(), "report", precision.name)
 
 
+@dataclass
+class PairEmbeddings:
+    """Image and report embeddings of (image, report) pairs, aligned row by row.
+
+    ``ids`` are the pairs whose scan *and* report embedded, in the order given; ``image`` and
+    ``text`` are their vectors ``[N, E]``; ``images``/``texts`` keep every embedded item (a scan
+    whose report failed is still in ``images``); ``skipped`` lists both sides' skips."""
+
+    ids: list[str]
+    image: np.ndarray
+    text: np.ndarray
+    images: Embeddings
+    texts: Embeddings
+    skipped: SkipLog
+
+
+def embed_pairs(
+    model,
+    records: Sequence,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    text_cache=None,
+    precision: str | Precision = "auto",
+) -> PairEmbeddings:
+    """Embed the scans and reports of ``records`` (anything with ``id``, ``image_path`` and
+    ``report``) once each and align them: the one path every pair-level evaluation uses."""
+    records = list(records)
+    with_image = [r for r in records if r.image_path is not None]
+    images = embed_images(
+        model,
+        [r.image_path for r in with_image],
+        [str(r.id) for r in with_image],
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        progress=progress,
+        precision=precision,
+    )
+    texts = embed_texts(
+        model,
+        [r.report for r in records],
+        [str(r.id) for r in records],
+        device=device,
+        progress=progress,
+        text_cache=text_cache,
+        precision=precision,
+    )
+    image_row = {i: n for n, i in enumerate(images.metadata["id"])}
+    text_row = {i: n for n, i in enumerate(texts.metadata["id"])}
+    ids = [str(r.id) for r in records if str(r.id) in image_row and str(r.id) in text_row]
+    skipped = SkipLog()
+    skipped.rows.extend(images.skipped.rows + texts.skipped.rows)
+    image = images.vectors[np.asarray([image_row[i] for i in ids], dtype=np.int64)]
+    text = texts.vectors[np.asarray([text_row[i] for i in ids], dtype=np.int64)]
+    return PairEmbeddings(ids, image, text, images, texts, skipped)
+
+
 def _float32(vectors: torch.Tensor, precision: Precision) -> np.ndarray:
     """Float32 numpy rows; after a reduced-precision forward re-normalised in float32."""
     vectors = vectors.float()

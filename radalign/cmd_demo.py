@@ -168,21 +168,16 @@ def _index(args, out: Path, state: dict):
 
 def _zeroshot(args, out: Path, state: dict):
     from radalign.encoders.atomic import atomic_write
-    from radalign.encoders.embed import embed_images, embed_texts
+    from radalign.encoders.embed import embed_pairs
     from radalign.zeroshot.classifier import PromptClassifier
     from radalign.zeroshot.metrics import evaluate
 
     model, test = state["model"], state["test"]
-    images = embed_images(model, [r.image_path for r in test], [r.id for r in test], progress=False)
-    reports, ids = [r.report for r in test], [r.id for r in test]
-    texts = embed_texts(model, reports, ids, progress=False, text_cache=state["text_cache"])
+    pairs = embed_pairs(model, test, text_cache=state["text_cache"])
+    images = pairs.images
     state["image_emb"] = images
     # the test pairs whose scan and report both embedded, aligned row by row
-    text_row = {i: n for n, i in enumerate(texts.metadata["id"])}
-    image_rows = [n for n, i in enumerate(images.metadata["id"]) if i in text_row]
-    state["pair_ids"] = [images.metadata["id"].iloc[n] for n in image_rows]
-    state["pair_u"] = images.vectors[image_rows]
-    state["pair_t"] = texts.vectors[[text_row[i] for i in state["pair_ids"]]]
+    state["pair_ids"], state["pair_u"], state["pair_t"] = pairs.ids, pairs.image, pairs.text
     clf = PromptClassifier(model, "chexpert")
     state["classifier"] = clf
     probs = clf.predict(images.vectors, images.metadata["id"].tolist())

@@ -104,8 +104,7 @@ def _embedded_pairs(model, source: str, split: str | None, batch_size: int, prec
     import pandas as pd
 
     from radalign.data.sources import open_source
-    from radalign.encoders.embed import embed_images, embed_texts
-    from radalign.encoders.errors import SkipLog
+    from radalign.encoders.embed import embed_pairs
 
     pairset = open_source(source, split=split)
     records = [r for r in pairset.records if r.image_path is not None and r.report]
@@ -113,17 +112,11 @@ def _embedded_pairs(model, source: str, split: str | None, batch_size: int, prec
         raise ValueError(
             f"no (image, report) pairs in {source}" + (f" split {split}" if split else "")
         )
-    ids = [r.id for r in records]
-    images = embed_images(
-        model, [r.image_path for r in records], ids, batch_size=batch_size, precision=precision
-    )
-    texts = embed_texts(model, [r.report for r in records], ids, precision=precision)
-    skipped = SkipLog()
-    for log in (pairset.skipped, images.skipped, texts.skipped):
-        skipped.rows.extend(log.rows)
-    row_of_image = {i: n for n, i in enumerate(images.metadata["id"])}
-    row_of_text = {i: n for n, i in enumerate(texts.metadata["id"])}
-    keep = [r for r in records if r.id in row_of_image and r.id in row_of_text]
+    embedded = embed_pairs(model, records, batch_size=batch_size, precision=precision)
+    skipped = pairset.skipped
+    skipped.rows.extend(embedded.skipped.rows)
+    by_id = {r.id: r for r in records}
+    keep = [by_id[i] for i in embedded.ids]
     pairs = pd.DataFrame(
         {
             "id": [r.id for r in keep],
@@ -133,8 +126,7 @@ def _embedded_pairs(model, source: str, split: str | None, batch_size: int, prec
             "report": [r.report for r in keep],
         }
     )
-    u = images.vectors[[row_of_image[r.id] for r in keep]]
-    t = texts.vectors[[row_of_text[r.id] for r in keep]]
+    u, t = embedded.image, embedded.text
     return pairs, u, t, skipped
 
 

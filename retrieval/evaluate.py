@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from radalign.encoders.atomic import atomic_write
-from radalign.encoders.embed import embed_images, embed_texts
+from radalign.encoders.embed import embed_pairs
 from radalign.encoders.ranking import partner_ranks
 
 __all__ = [
@@ -212,33 +212,19 @@ def evaluate_retrieval(
             "no evaluation cases: no record is positive for exactly one of "
             f"{', '.join(classes)}" + (f" ({len(missing)} listed ids not found)" if missing else "")
         )
-    case_ids = [i for i, _ in cases]
-    with_image = [i for i in case_ids if by_id[i].image_path is not None]
-    img = embed_images(
+    pairs = embed_pairs(
         model,
-        [by_id[i].image_path for i in with_image],
-        with_image,
+        [by_id[i] for i, _ in cases],
         batch_size=batch_size,
         num_workers=num_workers,
         device=device,
-        progress=False,
         precision=precision,
     )
-    txt = embed_texts(
-        model,
-        [by_id[i].report for i in case_ids],
-        case_ids,
-        device=device,
-        progress=False,
-        precision=precision,
-    )
-    img_row = {i: r for r, i in enumerate(img.metadata["id"])}
-    txt_row = {i: r for r, i in enumerate(txt.metadata["id"])}
-    both = [(i, c) for i, c in cases if i in img_row and i in txt_row]
+    embedded = set(pairs.ids)
+    both = [(i, c) for i, c in cases if i in embedded]
     if not both:
         raise ValueError("no case had both its image and its report embedded")
-    iv = img.vectors[[img_row[i] for i, _ in both]]
-    tv = txt.vectors[[txt_row[i] for i, _ in both]]
+    iv, tv = pairs.image, pairs.text
     cls = np.array([c for _, c in both], dtype=object)
     ks = sorted({int(k) for k in ks})
     recall = recall_at_k(iv, tv, ks)
@@ -255,8 +241,8 @@ def evaluate_retrieval(
         "full_5x200": all(v >= n for v in counts.values()),
         "dropped": {
             "ids_not_found": len(missing),
-            "image_skipped": len(img.skipped) + len(case_ids) - len(with_image),
-            "report_skipped": len(txt.skipped),
+            "image_skipped": len(cases) - len(pairs.images),
+            "report_skipped": len(pairs.texts.skipped),
         },
         "image_to_report": {
             **recall["query_to_gallery"],

@@ -164,3 +164,36 @@ def test_embed_texts_order_and_frozen_cache_match_plain_forward(tiny_model):
     cached = embed_texts(tiny_model, texts, batch_size=2, progress=False, text_cache=cache)
     np.testing.assert_allclose(cached.vectors, plain.vectors, atol=1e-5)
     assert cache.hits == 3 and cache.misses == 2  # warmed three; the two others computed once
+
+
+def test_embed_pairs_aligns_both_sides_and_drops_half_pairs(tiny_model, tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+    from radalign.encoders.embed import embed_images, embed_pairs, embed_texts
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(paths[-1])
+    (tmp_path / "broken.png").write_bytes(b"")
+    records = [
+        SimpleNamespace(id="a", image_path=paths[0], report="Left effusion."),
+        SimpleNamespace(id="b", image_path=tmp_path / "broken.png", report="Clear lungs."),
+        SimpleNamespace(id="c", image_path=paths[1], report="   "),
+        SimpleNamespace(id="d", image_path=None, report="No image."),
+        SimpleNamespace(id="e", image_path=paths[2], report="Cardiomegaly."),
+    ]
+    pairs = embed_pairs(tiny_model, records)
+    assert pairs.ids == ["a", "e"]
+    assert pairs.image.shape == pairs.text.shape == (2, tiny_model.config.embed_dim)
+    alone_i = embed_images(tiny_model, [paths[0], paths[2]], ["a", "e"], progress=False)
+    alone_t = embed_texts(
+        tiny_model, ["Left effusion.", "Cardiomegaly."], ["a", "e"], progress=False
+    )
+    np.testing.assert_allclose(pairs.image, alone_i.vectors, atol=1e-6)
+    np.testing.assert_allclose(pairs.text, alone_t.vectors, atol=1e-6)
+    assert {row[1] for row in pairs.skipped.rows} >= {"zero-byte file", "empty report"}
+    assert list(pairs.images.metadata["id"]) == ["a", "c", "e"]  # c's scan kept, its report not
