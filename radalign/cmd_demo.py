@@ -274,15 +274,8 @@ def _label_match_precision(
 
 
 def _flags(args, out: Path, state: dict):
-    from radalign.data.synth_reports import flip_laterality
     from radalign.encoders.atomic import atomic_write
-    from radalign.encoders.embed import embed_texts
-    from radalign.zeroshot.mismatch import (
-        MismatchScorer,
-        flag_pairs,
-        mismatch_aurocs,
-        plant_anomalies,
-    )
+    from radalign.zeroshot.mismatch import MismatchScorer, evaluate_planted, flag_pairs
 
     model, test = state["model"], state["test"]
     by_id = {r.id: r for r in test}
@@ -295,14 +288,15 @@ def _flags(args, out: Path, state: dict):
     table.insert(2, "report", [by_id[i].report for i in ids])
     with atomic_write(out / "flags.csv", mode="w", encoding="utf-8", newline="") as fh:
         table.sort_values("score", ascending=False).to_csv(fh, index=False)
-    planted = plant_anomalies(
-        [by_id[i].report for i in ids], [by_id[i].patient_id for i in ids], flip=flip_laterality
+    aurocs = evaluate_planted(
+        model,
+        scorer,
+        u,
+        [by_id[i].report for i in ids],
+        [by_id[i].patient_id for i in ids],
+        studies,
+        text_cache=state["text_cache"],
     )
-    planted_reports = planted["report"].tolist()
-    tp = embed_texts(model, planted_reports, progress=False, text_cache=state["text_cache"]).vectors
-    pair = planted["pair"].to_numpy()
-    scores = scorer.score(u[pair], tp, list(np.asarray(studies, dtype=object)[pair]))["score"]
-    aurocs = mismatch_aurocs(scores.to_numpy(), planted["kind"].tolist())
     return (
         f"{int(table['flagged'].sum())} of {len(table)} test pairs flagged at fpr 0.05; planted "
         f"swaps AUROC {aurocs['swap']:.3f}, laterality flips AUROC {aurocs.get('flip', float('nan')):.3f}",

@@ -132,16 +132,15 @@ def _embedded_pairs(model, source: str, split: str | None, batch_size: int, prec
 
 def _evaluate(model, scorer, pairs, u: np.ndarray, args) -> dict:
     """AUROC of the mismatch score for planted swaps and left/right flips."""
-    from radalign.data.synth_reports import flip_laterality
-    from radalign.encoders.embed import embed_texts
-    from radalign.zeroshot.mismatch import mismatch_aurocs, plant_anomalies
+    from radalign.zeroshot.mismatch import evaluate_planted
 
-    planted = plant_anomalies(
-        pairs["report"].tolist(), pairs["patient_id"].tolist(), seed=args.seed, flip=flip_laterality
+    return evaluate_planted(
+        model,
+        scorer,
+        u,
+        pairs["report"].tolist(),
+        pairs["patient_id"].tolist(),
+        pairs["study_id"].tolist(),
+        seed=args.seed,
+        precision=args.precision,
     )
-    t = embed_texts(
-        model, planted["report"].tolist(), progress=False, precision=args.precision
-    ).vectors
-    studies = pairs["study_id"].to_numpy()[planted["pair"].to_numpy()].tolist()
-    scores = scorer.score(u[planted["pair"].to_numpy()], t, studies)["score"].to_numpy()
-    return mismatch_aurocs(scores, planted["kind"].tolist())

@@ -212,3 +212,35 @@ def mismatch_aurocs(scores: np.ndarray, kinds: Sequence[str]) -> dict[str, float
         out[f"n_{kind}"] = float(len(altered))
     out["n_original"] = float(len(base))
     return out
+
+
+def evaluate_planted(
+    model,
+    scorer: MismatchScorer,
+    image_vectors: np.ndarray,
+    reports: Sequence[str],
+    patient_ids: Sequence[str | None],
+    study_ids: Sequence[str | None],
+    *,
+    seed: int = 0,
+    text_cache=None,
+    precision="auto",
+) -> dict[str, float]:
+    """Mismatch AUROC for planted anomalies: each pair's image (``image_vectors`` row i) scored
+    against its own report, another patient's (``swap``) and its left/right-swapped report
+    (``flip``), the altered reports embedded by ``model``. Returns :func:`mismatch_aurocs`."""
+    from radalign.data.synth_reports import flip_laterality
+    from radalign.encoders.embed import embed_texts
+
+    planted = plant_anomalies(list(reports), list(patient_ids), seed=seed, flip=flip_laterality)
+    texts = embed_texts(
+        model,
+        planted["report"].tolist(),
+        progress=False,
+        text_cache=text_cache,
+        precision=precision,
+    ).vectors
+    pair = planted["pair"].to_numpy()
+    studies = list(np.asarray(list(study_ids), dtype=object)[pair])
+    scores = scorer.score(np.asarray(image_vectors)[pair], texts, studies)["score"].to_numpy()
+    return mismatch_aurocs(scores, planted["kind"].tolist())

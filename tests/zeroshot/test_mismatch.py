@@ -137,3 +137,37 @@ def test_flag_cli_end_to_end_after_a_few_training_steps(tmp_path):
     assert 1 <= table["flagged"].sum() <= 0.1 * len(table) + 1
     result = json.loads((tmp_path / "flags-eval.json").read_text())
     assert result["n_swap"] == len(table) and 0 <= result["swap"] <= 1
+
+
+def test_evaluate_planted_matches_scoring_by_hand(tiny_model):
+    """The planted-anomaly evaluation (one function for the demo and `radalign flag`)."""
+    import numpy as np
+    from radalign.data.synth_reports import flip_laterality
+    from radalign.encoders.embed import embed_texts
+    from radalign.retrieval.index import Index
+    from radalign.zeroshot.mismatch import (
+        MismatchScorer,
+        evaluate_planted,
+        mismatch_aurocs,
+        plant_anomalies,
+    )
+
+    reports = ["Left pleural effusion.", "Right apical pneumothorax.", "Clear lungs.", "Big heart."]
+    patients, studies = ["p1", "p2", "p3", "p4"], ["s1", "s2", "s3", "s4"]
+    t = embed_texts(tiny_model, reports, progress=False).vectors
+    rng = np.random.default_rng(0)
+    u = t + 0.1 * rng.standard_normal(t.shape).astype(np.float32)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    import pandas as pd
+
+    meta = pd.DataFrame({"id": studies, "study_id": studies})
+    scorer = MismatchScorer(Index.build(t, meta, fingerprint="x"), k=2)
+    got = evaluate_planted(tiny_model, scorer, u, reports, patients, studies, seed=3)
+    planted = plant_anomalies(reports, patients, seed=3, flip=flip_laterality)
+    tp = embed_texts(tiny_model, planted["report"].tolist(), progress=False).vectors
+    pair = planted["pair"].to_numpy()
+    scores = scorer.score(u[pair], tp, [studies[i] for i in pair])["score"].to_numpy()
+    want = mismatch_aurocs(scores, planted["kind"].tolist())
+    assert got.keys() == want.keys() and got["n_flip"] == 2.0
+    for key in want:
+        assert got[key] == want[key] or (np.isnan(got[key]) and np.isnan(want[key]))
