@@ -31,7 +31,9 @@ def tiny_model():
 
     model = radalign.load("tiny")
     model.eval()
-    return model
+    before = model.fingerprint()
+    yield model
+    assert model.fingerprint() == before, "a test changed the session's shared tiny_model"
 
 
 @pytest.fixture

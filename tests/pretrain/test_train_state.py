@@ -17,13 +17,17 @@ from radalign.pretrain.train_state import (
 
 
 @pytest.fixture
-def parts(tiny_model):
-    optimizer = torch.optim.AdamW(tiny_model.parameters(), lr=1e-3)
+def parts():
+    """A model of its own (the session's ``tiny_model`` must not be changed), one step taken."""
+    import radalign
+
+    model = radalign.load("tiny")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (s + 1))
-    tiny_model.logit_scale.grad = torch.ones(())
+    model.logit_scale.grad = torch.ones(())
     optimizer.step()
     scheduler.step()
-    return tiny_model, optimizer, scheduler
+    return model, optimizer, scheduler
 
 
 def test_save_find_and_load_round_trip(parts, tmp_path):
