@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from radalign.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_reuses(tmp_path, capsys):
     config = tmp_path / "tiny-demo.yaml"
     config.write_text(

@@ -114,6 +114,7 @@ def small_run(shared_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_real_data_outputs(small_run, capsys):
     result = json.loads((small_run / "out" / "real_data.json").read_text())

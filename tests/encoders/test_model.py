@@ -97,6 +97,7 @@ def test_not_a_model_dir(tmp_path):
         radalign.load(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet50-bioclinicalbert", "vit-b16-cxrbert"])
 def test_hub_configs_build_offline_with_random_weights(name):
     with pytest.raises(RuntimeError, match="Offline|offline"):

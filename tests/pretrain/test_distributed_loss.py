@@ -34,7 +34,7 @@ DIN, E, R, L, D = 6, 5, 4, 5, 7
 MODES = ["clip_full", "clip_local", "siglip", "local_gather", "clip_hard", "clip_local_hard"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # one 2-rank run: ~11 s
 
 
 def make_data() -> dict[str, torch.Tensor]:

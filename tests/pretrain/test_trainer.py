@@ -58,6 +58,7 @@ def _losses(run: Path) -> dict[int, float]:
     return out
 
 
+@pytest.mark.slow
 def test_loss_falls_and_run_is_complete(phantoms, tmp_path):
     config = load_train_config(
         None,
@@ -92,6 +93,7 @@ def test_loss_falls_and_run_is_complete(phantoms, tmp_path):
     assert not torch.equal(trained.logit_scale, radalign.load("tiny").logit_scale)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_equals_uninterrupted(phantoms, tmp_path):
     whole = pretrain(load_train_config(None, _overrides(phantoms, tmp_path / "whole")))
     reference = _losses(whole.run_dir)

@@ -103,6 +103,7 @@ def test_planted_anomalies():
     assert aurocs["swap"] == 1.0 and aurocs["flip"] == 1.0 and aurocs["n_original"] == 4
 
 
+@pytest.mark.slow
 def test_flag_cli_end_to_end_after_a_few_training_steps(tmp_path):
     """Pretrain ``tiny`` for a few steps on phantoms, index its reports, flag, evaluate."""
     from radalign.data.sources import open_source
