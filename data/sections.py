@@ -318,3 +318,20 @@ def select_report(text: str | None, section: str = "findings+impression") -> str
     if text is None or not str(text).strip():
         raise InputError(None, "empty report")
     return select_sections(split_sections(text), section, full_text=str(text))
+
+
+_SIDE_RE = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
+_SWAP = {
+    "left": "right",
+    "right": "left",
+    "Left": "Right",
+    "Right": "Left",
+    "LEFT": "RIGHT",
+    "RIGHT": "LEFT",
+}
+
+
+def flip_laterality(text: str) -> str:
+    """Swap the words left and right (lower, Capitalised or UPPER case kept): a report that
+    names the other side, for laterality hard negatives and planted-mismatch evaluation."""
+    return _SIDE_RE.sub(lambda m: _SWAP[m.group(0)], text)

@@ -3,13 +3,12 @@
 Every sentence is generated together with the CheXpert labels it expresses (1 positive,
 0 negated, -1 uncertain), so the report-derived labels (as the CheXpert labeler would give,
 from the IMPRESSION, else FINDINGS, else the whole text) are known exactly. Lateral findings
-always name their side explicitly, so :func:`flip_laterality` turns a report into one that
+always name their side explicitly, so :func:`radalign.data.sections.flip_laterality` turns a report into one that
 contradicts the image.
 """
 
 from __future__ import annotations
 
-import re
 import textwrap
 from dataclasses import dataclass, field
 
@@ -488,22 +487,6 @@ def aggregate_labels(sentences: list[Sentence]) -> dict[str, float | None]:
     if not any(out[k] in (1.0, -1.0) for k in pathology):
         out["No Finding"] = 1.0
     return out
-
-
-_SIDE_RE = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
-_SWAP = {
-    "left": "right",
-    "right": "left",
-    "Left": "Right",
-    "Right": "Left",
-    "LEFT": "RIGHT",
-    "RIGHT": "LEFT",
-}
-
-
-def flip_laterality(text: str) -> str:
-    """Swap the words left and right (lower, Capitalised or UPPER case kept)."""
-    return _SIDE_RE.sub(lambda m: _SWAP[m.group(0)], text)
 
 
 # ----------------------------------------------------------------------------------------------

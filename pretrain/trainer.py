@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import gather_object, set_seed
 from omegaconf import OmegaConf
-from radalign.data.synth_reports import flip_laterality
+from radalign.data.sections import flip_laterality
 from radalign.encoders.atomic import atomic_write
 from radalign.encoders.errors import SkipLog
 from radalign.encoders.frozen_text import FrozenTextCache

@@ -229,7 +229,7 @@ def evaluate_planted(
     """Mismatch AUROC for planted anomalies: each pair's image (``image_vectors`` row i) scored
     against its own report, another patient's (``swap``) and its left/right-swapped report
     (``flip``), the altered reports embedded by ``model``. Returns :func:`mismatch_aurocs`."""
-    from radalign.data.synth_reports import flip_laterality
+    from radalign.data.sections import flip_laterality
     from radalign.encoders.embed import embed_texts
 
     planted = plant_anomalies(list(reports), list(patient_ids), seed=seed, flip=flip_laterality)

@@ -16,6 +16,7 @@ import pydicom
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from radalign.data.sections import flip_laterality
 from radalign.data.synth import GENERATOR_VERSION, generate_case, synthesize
 from radalign.data.synth_anatomy import (
     CHEXPERT_LABELS,
@@ -25,7 +26,7 @@ from radalign.data.synth_anatomy import (
     sample_findings,
     truth_labels,
 )
-from radalign.data.synth_reports import flip_laterality, write_report
+from radalign.data.synth_reports import write_report
 
 LUNG_FINDINGS = {
     "Pleural Effusion",

@@ -299,7 +299,7 @@ def test_flip_negatives_train_both_text_paths(phantoms, tmp_path, monkeypatch, f
     assert any(bool(valid.any()) for _, (_, valid) in seen)  # phantom reports name sides
     assert all(torch.isfinite(torch.tensor(v)) for v in _losses(result.run_dir).values())
     if freeze_text:  # the swapped training reports were cached up front with the originals
-        from radalign.data.synth_reports import flip_laterality
+        from radalign.data.sections import flip_laterality
         from radalign.pretrain.data import load_pairs
 
         train = [r.report.strip() for r in load_pairs(config.data).split("train") if r.report]

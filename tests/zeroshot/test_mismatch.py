@@ -143,7 +143,7 @@ def test_flag_cli_end_to_end_after_a_few_training_steps(tmp_path):
 def test_evaluate_planted_matches_scoring_by_hand(tiny_model):
     """The planted-anomaly evaluation (one function for the demo and `radalign flag`)."""
     import numpy as np
-    from radalign.data.synth_reports import flip_laterality
+    from radalign.data.sections import flip_laterality
     from radalign.encoders.embed import embed_texts
     from radalign.retrieval.index import Index
     from radalign.zeroshot.mismatch import (
