@@ -84,25 +84,13 @@ def word_attention(
     ``loss.local_tau1``/``loss.local_normalize``.
     """
     from radalign.encoders.imageio import load_image
-    from radalign.pretrain.local_loss import WordRegionLoss
+    from radalign.explain.attention import word_region_maps
 
     image = load_image(image_path)
-    device = next(model.parameters()).device
-    pixels = model.transform(train=False)(image)[None].to(device)
-    img = model.image_features(pixels)
-    tokens, words = model.tokenizer.encode([report])
-    tokens = {k: v.to(device) for k, v in tokens.items()}
-    txt = model.text_features(tokens)
-    n_words = len(words[0])
-    if txt.words.shape[1] < n_words:
-        raise RuntimeError(f"{txt.words.shape[1]} word features for {n_words} words")
-    loss = WordRegionLoss(tau1=tau1, form="paper", normalize=normalize)
-    w = txt.words[0, :n_words].float()
-    mask = txt.word_mask[0, :n_words]
-    attn = loss.attention(img.regions[0].float(), w, mask)  # [L, R]
-    h, wd = img.grid
-    maps = attn.reshape(n_words, h, wd).cpu().numpy()
-    return np.asarray(image, dtype=np.float32), list(words[0]), maps
+    pixels = model.transform(train=False)(image)[None]
+    found = word_region_maps(model, pixels, [report], tau1=tau1, normalize=normalize)[0]
+    words, maps = found.words, found.maps
+    return np.asarray(image, dtype=np.float32), list(words), maps
 
 
 def to_image(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -26,6 +26,7 @@ COMMANDS = [
     "flag",
     "demo",
     "report",
+    "explain",
 ]
 
 
