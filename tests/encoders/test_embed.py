@@ -151,7 +151,7 @@ def test_embed_texts_order_and_frozen_cache_match_plain_forward(tiny_model):
         "Left upper lobe nodule.",
     ]
     tiny_model.eval()
-    plain = embed_texts(tiny_model, texts, batch_size=2, progress=False)
+    plain = embed_texts(tiny_model, texts, batch_size=2, progress=False, precision="fp32")
     with torch.no_grad():
         one_by_one = np.concatenate(
             [tiny_model.encode_text(tiny_model.tokenize([t])).numpy() for t in texts if t]
@@ -161,7 +161,9 @@ def test_embed_texts_order_and_frozen_cache_match_plain_forward(tiny_model):
 
     cache = FrozenTextCache(tiny_model)
     cache.warm(texts[:3], "cpu")
-    cached = embed_texts(tiny_model, texts, batch_size=2, progress=False, text_cache=cache)
+    cached = embed_texts(
+        tiny_model, texts, batch_size=2, progress=False, text_cache=cache, precision="fp32"
+    )
     np.testing.assert_allclose(cached.vectors, plain.vectors, atol=1e-5)
     assert cache.hits == 3 and cache.misses == 2  # warmed three; the two others computed once
 

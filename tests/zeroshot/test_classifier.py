@@ -61,7 +61,7 @@ def queries(tiny_model) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def small(tiny_model) -> PromptClassifier:
-    return PromptClassifier(tiny_model, SMALL)
+    return PromptClassifier(tiny_model, SMALL, precision="fp32")
 
 
 def test_matches_reference(tiny_model, small, queries):
@@ -90,13 +90,14 @@ def test_class_index_holds_ensembled_unit_vectors(tiny_model, small):
 
 
 def test_temperature_and_symmetry(tiny_model, small, queries):
-    hot = PromptClassifier(tiny_model, SMALL, temperature=0.5)
+    hot = PromptClassifier(tiny_model, SMALL, temperature=0.5, precision="fp32")
     assert hot.scale == 2.0
     pos, neg = small.similarities(queries)
     np.testing.assert_allclose(
         hot.predict(queries).to_numpy(), 1 / (1 + np.exp(-2.0 * (pos - neg))), atol=1e-6
     )
-    swapped = PromptClassifier(tiny_model, _swap(SMALL)).predict(queries).to_numpy()
+    swapped = PromptClassifier(tiny_model, _swap(SMALL), precision="fp32")
+    swapped = swapped.predict(queries).to_numpy()
     probs = small.predict(queries).to_numpy()
     np.testing.assert_allclose(swapped, 1.0 - probs, atol=1e-5)
     assert ((probs > 0) & (probs < 1)).all()
