@@ -86,6 +86,9 @@ class PairRecord:
     study_date: str | None = None
     sections: dict[str, str] = field(default_factory=dict)
     source: str = "manifest"
+    #: Extra per-record fields of the source as strings (manifest columns such as sex, age,
+    #: date, site; MIMIC metadata StudyTime, Rows, Columns); used by the audit.
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,6 +142,7 @@ class PairSet:
             "study_date",
             "sections",
             "source",
+            "metadata",
         ]
         rows = [
             (
@@ -153,6 +157,7 @@ class PairSet:
                 r.study_date,
                 r.sections,
                 r.source,
+                r.metadata,
             )
             for r in self.records
         ]

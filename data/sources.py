@@ -75,7 +75,7 @@ __all__ = [
     "open_source",
 ]
 
-LAYOUTS: tuple[str, ...] = ("mimic-dicom", "mimic-jpg", "iu-xray", "manifest")
+LAYOUTS: tuple[str, ...] = ("mimic-dicom", "mimic-jpg", "iu-xray", "manifest", "shards")
 _LAYOUT_ALIASES = {
     "auto": "auto",
     "mimic-dicom": "mimic-dicom",
@@ -91,6 +91,8 @@ _LAYOUT_ALIASES = {
     "csv": "manifest",
     "parquet": "manifest",
     "labels-only": "manifest",
+    "shards": "shards",
+    "prepared": "shards",
 }
 NIH_LABELS: tuple[str, ...] = (
     "Atelectasis",
@@ -124,7 +126,26 @@ _UNRECOGNISED = (
 _MIMIC_KW = frozenset({"metadata", "split_file", "labels_file", "labeler", "reports_root"})
 _IU_KW = frozenset({"images_dir", "image_suffix"})
 _MANIFEST_KW = frozenset({"label_columns"})
-_COLUMNS = ("id", "image_path", "patient_id", "study_id", "view", "split", "study_date", "text_key")
+_COLUMNS = (
+    "id",
+    "image_path",
+    "patient_id",
+    "study_id",
+    "view",
+    "split",
+    "study_date",
+    "text_key",
+    "meta",
+)
+#: Manifest columns read into named record fields (the rest go to ``PairRecord.metadata``).
+_MANIFEST_KNOWN = frozenset(
+    {"id", "dicom_id", "image_path", "path", "image", "report", "text", "patient_id",
+     "subject_id", "study_id", "view", "ViewPosition", "split", "study_date", "StudyDate",
+     "labels", "findings", "impression", "indication", "comparison"}
+)
+#: MIMIC metadata columns kept in ``PairRecord.metadata`` (plus any extra columns of the file).
+_MIMIC_META = ("StudyTime", "Rows", "Columns", "PerformedProcedureStepDescription")
+_MIMIC_KNOWN = frozenset({"dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate"})
 
 
 # ----------------------------------------------------------------------------------- options
@@ -214,9 +235,12 @@ def open_source(
         key = detect_layout(path)
     else:
         _require_layout(path, key)
-    allowed = {"mimic-dicom": _MIMIC_KW, "mimic-jpg": _MIMIC_KW, "iu-xray": _IU_KW}.get(
-        key, _MANIFEST_KW
-    )
+    allowed = {
+        "mimic-dicom": _MIMIC_KW,
+        "mimic-jpg": _MIMIC_KW,
+        "iu-xray": _IU_KW,
+        "shards": frozenset(),
+    }.get(key, _MANIFEST_KW)
     unknown = set(kw) - allowed
     if unknown:
         raise TypeError(
@@ -236,6 +260,8 @@ def open_source(
         fractions=tuple(fractions),
         seed=seed,
     )
+    if key == "shards":
+        return _open_shards(path, opts, **kw)
     if key in ("mimic-dicom", "mimic-jpg"):
         return _open_mimic(path, key, opts, **kw)
     if key == "iu-xray":
@@ -244,11 +270,16 @@ def open_source(
 
 
 def detect_layout(path: str | os.PathLike) -> str:
-    """``mimic-dicom``, ``mimic-jpg``, ``iu-xray`` or ``manifest``; :class:`InputError`
-    ``"unrecognised layout"`` otherwise (``"file not found"`` if ``path`` does not exist)."""
+    """``mimic-dicom``, ``mimic-jpg``, ``iu-xray``, ``manifest`` or ``shards`` (a folder written
+    by ``radalign data prepare``); :class:`InputError` ``"unrecognised layout"`` otherwise
+    (``"file not found"`` if ``path`` does not exist)."""
+    from radalign.data.shards import is_prepared
+
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found", _UNRECOGNISED)
+    if is_prepared(path):
+        return "shards"
     if path.is_file():
         if path.name.lower().endswith(_MANIFEST_SUFFIXES):
             return "manifest"
@@ -284,6 +315,10 @@ def _require_layout(path: Path, layout: str) -> None:
         )
     elif layout == "iu-xray":
         ok = path.is_dir() and ((path / "ecgen-radiology").is_dir() or _has_iu_xml(path))
+    elif layout == "shards":
+        from radalign.data.shards import is_prepared
+
+        ok = is_prepared(path)
     else:
         ok = (path.is_file() and path.name.lower().endswith(_MANIFEST_SUFFIXES)) or (
             path.is_dir() and any((path / n).is_file() for n in _MANIFEST_NAMES)
@@ -307,6 +342,15 @@ def _strcol(df: pd.DataFrame, *names: str) -> pd.Series:
                 s = s.fillna("")
             return s.astype(str).str.strip()
     return pd.Series([""] * len(df), index=df.index, dtype=object)
+
+
+def _meta_dicts(df: pd.DataFrame, names: Sequence[str]) -> list[dict[str, str]]:
+    """Per row, ``{column: value}`` of the non-blank values of ``names`` as strings."""
+    names = [str(c) for c in names if c in df.columns]
+    cols = [_strcol(df, c).tolist() for c in names]
+    return [{k: v for k, v in zip(names, vals) if v} for vals in zip(*cols)] if names else [
+        {} for _ in range(len(df))
+    ]
 
 
 def _num_to_str(v: object) -> str:
@@ -509,8 +553,8 @@ def _build_records(
 
     records: list[PairRecord] = []
     cols = [df[c].tolist() for c in ("id", "image_path", "patient_id", "study_id", "view")]
-    cols += [df[c].tolist() for c in ("split", "study_date")]
-    for n, (rid, img, pid, sid, view, spl, date) in enumerate(zip(*cols)):
+    cols += [df[c].tolist() for c in ("split", "study_date", "meta")]
+    for n, (rid, img, pid, sid, view, spl, date, meta) in enumerate(zip(*cols)):
         report, sections, error = chosen[keys[n]]
         rec_source = source
         if error:
@@ -538,6 +582,7 @@ def _build_records(
                 study_date=date or None,
                 sections=dict(sections),
                 source=rec_source,
+                metadata=dict(meta) if isinstance(meta, dict) else {},
             )
         )
     return records
@@ -780,9 +825,13 @@ def _open_mimic(root: Path, layout: str, opts: _Options, **kw) -> PairSet:
     record_path = None if jpg else _find_file(root, "cxr-record-list.csv.gz")
 
     meta = None
+    meta_cols: list[str] = list(_MIMIC_META)
     if meta_path is not None:
+        head = pd.read_csv(meta_path, nrows=0).columns
+        meta_cols += [str(c) for c in head if c not in _MIMIC_KNOWN and c not in meta_cols]
         meta = _read_ids_csv(
-            meta_path, ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate"]
+            meta_path,
+            ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", *meta_cols],
         )
     if record_path is not None:
         base = _read_ids_csv(record_path, ["subject_id", "study_id", "dicom_id", "path"])
@@ -801,12 +850,16 @@ def _open_mimic(root: Path, layout: str, opts: _Options, **kw) -> PairSet:
         notes.append("images found by walking files/")
     base = base.astype(str)
     if meta is not None:
-        extra = meta.drop_duplicates("dicom_id")[["dicom_id", "ViewPosition", "StudyDate"]]
+        extra = meta.drop_duplicates("dicom_id")[
+            ["dicom_id", "ViewPosition", "StudyDate", *meta_cols]
+        ]
         base = base.merge(extra, on="dicom_id", how="left", sort=False)
         notes.append(f"views from {meta_path.name}")
     else:
         base["ViewPosition"] = ""
         base["StudyDate"] = ""
+        for col in _MIMIC_META:
+            base[col] = ""
         if not jpg:
             notes.append("views from DICOM headers")
     base = base.fillna("")
@@ -842,6 +895,7 @@ def _open_mimic(root: Path, layout: str, opts: _Options, **kw) -> PairSet:
         split=base["split"],
         study_date=base["StudyDate"],
         text_key=study + ".txt",
+        meta=_meta_dicts(base, meta_cols),
     )
 
     roots = [root]
@@ -1077,6 +1131,9 @@ def _open_manifest(
         split=_strcol(table, "split"),
         study_date=_strcol(table, "study_date", "StudyDate"),
         text_key=[str(i) for i in range(n)],
+        meta=_meta_dicts(
+            table, [c for c in table.columns if c not in _MANIFEST_KNOWN and c not in lab_cols]
+        ),
     )
     layout = "labels-only" if labels_only else "manifest"
     no_images = all(not p for p in image_path)
@@ -1099,3 +1156,73 @@ def _open_manifest(
         keep_unknown_default=True,
         require_images_default=not no_images,
     )
+
+
+# ------------------------------------------------------------------------------ prepared shards
+
+
+def _open_shards(root: Path, opts: _Options) -> PairSet:
+    """A folder written by ``radalign data prepare``: records from its ``index.parquet``, image
+    paths naming the shard members; the usual filters and report rules apply."""
+    import dataclasses
+    import json
+
+    from radalign.data.shards import read_index, read_manifest
+    from radalign.encoders.imageio import shard_member_path
+
+    manifest = read_manifest(root)
+    index = read_index(root)
+    n = len(index)
+    present = {s: (root / s).is_file() for s in index["shard"].unique()}
+    paths = [
+        str(shard_member_path(root / s, m)) if present[s] else ""
+        for s, m in zip(index["shard"], index["member"])
+    ]
+    skipped = SkipLog()
+    for s in sorted(k for k, ok in present.items() if not ok):
+        skipped.add(root / s, "missing shard", f"{int((index['shard'] == s).sum())} samples")
+    texts: dict[str, str | dict[str, str]] = {}
+    for k, rep, sec in zip(range(n), index["report"], index["sections"]):
+        sections = json.loads(sec) if sec else {}
+        texts[str(k)] = sections if any(sections.values()) else str(rep or "")
+    labels = [json.loads(v) if v else {} for v in index["labels"]]
+    df = _frame(
+        id=_strcol(index, "id"),
+        image_path=paths,
+        patient_id=_strcol(index, "patient_id"),
+        study_id=_strcol(index, "study_id"),
+        view=_strcol(index, "view"),
+        split=_strcol(index, "split"),
+        study_date=_strcol(index, "study_date"),
+        text_key=[str(k) for k in range(n)],
+    )
+    pairs = _assemble(
+        df,
+        layout="shards",
+        root=root,
+        source=str(manifest.get("layout") or "shards"),
+        opts=dataclasses.replace(opts, check_files=False),  # shard presence checked above
+        fetch=lambda ks: {k: texts[k] for k in ks},
+        labels=lambda d: [dict(labels[int(k)]) for k in d["text_key"]],
+        skipped=skipped,
+        description=(
+            f"prepared shards at {root}: {n} samples in {len(present)} shards "
+            f"({manifest.get('size')} px {manifest.get('dtype')}) from {manifest.get('layout')} "
+            f"{manifest.get('source')}"
+        ),
+        where=lambda d: list(d["image_path"]),
+        keep_unknown_default=True,
+        require_images_default=True,
+    )
+    # the stored per-record source and any extra record fields
+    row_of = {rid: k for k, rid in enumerate(index["id"])}
+    sources, extras = index["source"].tolist(), index["extra"].tolist()
+    names = {f.name for f in dataclasses.fields(PairRecord)}
+    for rec in pairs.records:
+        k = row_of[rec.id]
+        if sources[k] and rec.source != "labels-only":
+            rec.source = sources[k]
+        for name, value in (json.loads(extras[k]) if extras[k] else {}).items():
+            if name in names:
+                setattr(rec, name, value)
+    return pairs

@@ -5,12 +5,19 @@ DICOM: modality LUT / rescale, then the intensity window (``header`` VOI LUT or 
 dense tissue is always bright. PNG/JPEG: 8- and 16-bit kept at full precision; colour becomes
 gray. Every failure raises :class:`~radalign.encoders.errors.InputError` with the path and a
 short reason, so batch jobs can skip and count.
+
+Prepared shards (``radalign data prepare``): a path ``DIR/shard-000003.tar::000123.png`` names
+one PNG member of a tar shard. It is read at the byte offset recorded in ``DIR/index.parquet``
+(loaded once per process) and decoded exactly like a PNG file, so every reader of scans
+accepts prepared shards transparently.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +40,8 @@ SAFE_DICOM_FIELDS = (
     "ProcedureCodeSequence",
 )
 WINDOWS = ("header", "full", "percentile")
+SHARD_SEP = "::"
+SHARD_INDEX = "index.parquet"
 
 
 def load_image(
@@ -44,6 +53,9 @@ def load_image(
     """A 2-D float32 array in [0, 1]; ``InputError`` for anything that is not a usable image."""
     if window not in WINDOWS:
         raise ValueError(f"window must be one of {WINDOWS}, not {window!r}")
+    member = split_shard_member(path)
+    if member is not None:
+        return _load_raster(_read_shard_member(*member), window, percentiles, where=path)
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
@@ -107,11 +119,14 @@ def _load_dicom(path: Path, window: str, percentiles) -> np.ndarray:
     return img.astype(np.float32)
 
 
-def _load_raster(path: Path, window: str, percentiles) -> np.ndarray:
+def _load_raster(
+    src: Path | io.BytesIO, window: str, percentiles, where: str | os.PathLike | None = None
+) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    path = src if where is None else where  # errors name the file (or shard member)
     try:
-        with Image.open(path) as im:
+        with Image.open(src) as im:
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -128,6 +143,75 @@ def _load_raster(path: Path, window: str, percentiles) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(path, "truncated or corrupt image", _first_line(exc)) from None
     return _to_unit(arr, window, percentiles, full).astype(np.float32)
+
+
+def shard_member_path(shard: str | os.PathLike, member: str) -> Path:
+    """The path that names ``member`` of the tar ``shard`` (``DIR/shard-000003.tar::k.png``)."""
+    return Path(f"{os.fspath(shard)}{SHARD_SEP}{member}")
+
+
+def split_shard_member(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """``(tar path, member name)`` of a shard-member path; ``None`` for any other path."""
+    text = os.fspath(path)
+    if SHARD_SEP not in text:
+        return None
+    shard, _, member = text.rpartition(SHARD_SEP)
+    if not shard.endswith(".tar") or not member or "/" in member:
+        return None
+    return Path(shard), member
+
+
+_SHARD_LOCK = threading.Lock()
+_SHARD_TABLES: dict[str, tuple[tuple[int, int], dict[tuple[str, str], tuple[int, int]]]] = {}
+
+
+def _shard_table(folder: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """``{(shard file name, member): (byte offset, size)}`` of a prepared folder, cached per
+    process and reloaded when ``index.parquet`` changes."""
+    index = folder / SHARD_INDEX
+    try:
+        st = index.stat()
+    except OSError:
+        raise InputError(index, "missing shard index", "not a prepared folder") from None
+    stamp = (st.st_mtime_ns, st.st_size)
+    key = str(folder.resolve())
+    with _SHARD_LOCK:
+        hit = _SHARD_TABLES.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(index, columns=["shard", "member", "offset", "size"]).to_pydict()
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(index, "unreadable shard index", _first_line(exc)) from None
+    table = {
+        (s, m): (int(o), int(n))
+        for s, m, o, n in zip(t["shard"], t["member"], t["offset"], t["size"])
+    }
+    with _SHARD_LOCK:
+        _SHARD_TABLES[key] = (stamp, table)
+    return table
+
+
+def _read_shard_member(shard: Path, member: str) -> io.BytesIO:
+    """The bytes of ``member`` of ``shard``, read at its recorded offset."""
+    where = shard_member_path(shard, member)
+    entry = _shard_table(shard.parent).get((shard.name, member))
+    if entry is None:
+        raise InputError(where, "missing shard member", f"not in {shard.parent / SHARD_INDEX}")
+    offset, size = entry
+    try:
+        with open(shard, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(size)
+    except FileNotFoundError:
+        raise InputError(where, "missing shard", f"{shard} not found") from None
+    except OSError as exc:
+        raise InputError(where, "unreadable shard", _first_line(exc)) from None
+    if len(data) != size:
+        raise InputError(where, "truncated or corrupt image", f"{len(data)} of {size} bytes")
+    return io.BytesIO(data)
 
 
 def _to_unit(arr: np.ndarray, window: str, percentiles, full: float | None) -> np.ndarray:
