@@ -35,16 +35,10 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from radalign.encoders.processes import world_info
 from torch import Tensor
 
 __all__ = ["all_gather_no_grad", "all_gather_with_grad", "all_reduce_max_int", "world_info"]
-
-
-def world_info() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` when torch.distributed is absent or not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class _AllGatherWithGrad(torch.autograd.Function):

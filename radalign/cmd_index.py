@@ -16,6 +16,8 @@ EXAMPLES = """examples:
       --memory-budget 2GB
   radalign index add --model runs/demo/model --index idx/reports --source more.csv
   radalign index info idx/reports
+  torchrun --nproc_per_node 4 -m radalign index build --model runs/demo/model \\
+      --source /data/mimic-cxr-jpg --kind images --out idx/scans   # one shard of chunks per process
 """
 
 
@@ -84,6 +86,29 @@ def run(args: argparse.Namespace) -> int:
     return int(args.index_action(args) or 0)
 
 
+def _join_processes(args: argparse.Namespace) -> tuple[int, int]:
+    """Under ``torchrun`` / ``accelerate launch``: join the process group and, without
+    ``--device``, put each rank on its own GPU (``LOCAL_RANK``). ``(rank, world)``."""
+    import os
+
+    from radalign.retrieval.build import init_distributed_from_env
+
+    rank, world = init_distributed_from_env()
+    if world > 1 and args.device is None:
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return rank, world
+
+
+def _leave_processes(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
 def _embed_options(args: argparse.Namespace, device) -> dict:
     """Keyword arguments of ``build_index`` / ``add_to_index`` shared by both actions."""
     precision = cli_options.resolve_precision_option(args, device)
@@ -117,18 +142,25 @@ def _report_source(pairs) -> None:
 def _build(args: argparse.Namespace) -> int:
     from radalign.retrieval.build import build_index
 
+    rank, world = _join_processes(args)
     model, device = cli_options.load_model_option(args)
     pairs = _open(args, args.kind)
-    _report_source(pairs)
-    index = build_index(
-        model,
-        pairs,
-        kind=args.kind,
-        out=args.out,
-        factory=args.factory,
-        memory_budget=args.memory_budget,
-        **_embed_options(args, device),
-    )
+    if rank == 0:
+        _report_source(pairs)
+    try:
+        index = build_index(
+            model,
+            pairs,
+            kind=args.kind,
+            out=args.out,
+            factory=args.factory,
+            memory_budget=args.memory_budget,
+            **_embed_options(args, device),
+        )
+    finally:
+        _leave_processes(world)
+    if rank != 0:
+        return 0
     print(index.build_summary.line())
     print(f"wrote {args.out}: {len(index)} vectors, factory {index.factory}")
     if index.build_summary.skipped:
@@ -139,10 +171,17 @@ def _build(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace) -> int:
     from radalign.retrieval.build import add_to_index, index_kind
 
+    rank, world = _join_processes(args)
     model, device = cli_options.load_model_option(args)
     pairs = _open(args, index_kind(args.index))
-    _report_source(pairs)
-    index = add_to_index(model, args.index, pairs, **_embed_options(args, device))
+    if rank == 0:
+        _report_source(pairs)
+    try:
+        index = add_to_index(model, args.index, pairs, **_embed_options(args, device))
+    finally:
+        _leave_processes(world)
+    if rank != 0:
+        return 0
     s = index.build_summary
     print(s.line() + (f"; {s.duplicates} already indexed or duplicate" if s.duplicates else ""))
     print(f"updated {args.index}: {len(index)} vectors")

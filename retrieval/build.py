@@ -20,6 +20,12 @@ directory is removed once the index is saved.  Inputs that cannot be read are sk
 in ``skipped.csv`` inside the index directory; ``build.json`` there records what was built.
 The encoders run in ``precision`` (``auto``: bf16 where native and fast, else fp32); vectors
 are stored as float32 either way, and a resumed build with another precision starts over.
+
+Across processes (``torchrun`` / ``accelerate launch``; see :func:`init_distributed_from_env`)
+rank ``r`` of ``W`` embeds the chunks ``c`` with ``c % W == r`` into the same ``OUT.partial/``
+(a shared filesystem across nodes); rank 0 then loads every chunk in order and builds and saves
+the index exactly as one process would, so the result does not depend on ``W``.  A rerun, with
+any number of processes, reuses every finished chunk, whichever rank wrote it.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch.distributed as dist
 from radalign.encoders.atomic import atomic_write
 from radalign.encoders.embed import Embeddings, embed_images, embed_texts
 from radalign.encoders.errors import SkipLog
 from radalign.encoders.precision import Precision, resolve_precision
+from radalign.encoders.processes import world_info
 from radalign.retrieval.index import EmptyIndexError, Index
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "add_to_index",
     "build_index",
     "index_kind",
+    "init_distributed_from_env",
     "parse_size",
     "partial_dir",
     "read_build_info",
@@ -84,6 +93,7 @@ class BuildSummary:
     resumed_chunks: int = 0
     seconds: float = 0.0
     precision: str = "fp32"
+    num_processes: int = 1
 
     @classmethod
     def of_run(
@@ -97,6 +107,7 @@ class BuildSummary:
         resumed_chunks: int,
         start: float,
         precision: Precision,
+        num_processes: int = 1,
     ) -> BuildSummary:
         """The summary of a build or add that began at ``perf_counter()`` ``start``."""
         return cls(
@@ -110,14 +121,22 @@ class BuildSummary:
             resumed_chunks=resumed_chunks,
             seconds=round(time.perf_counter() - start, 3),
             precision=precision.name,
+            num_processes=num_processes,
         )
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> BuildSummary:
+        """The summary recorded in a ``build.json`` (see :func:`read_build_info`)."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in info.items() if k in names})
 
     def line(self) -> str:
         reasons = ", ".join(f"{r}: {n}" for r, n in self.skip_reasons.items())
         extra = f" ({reasons})" if reasons else ""
         resumed = f", {self.resumed_chunks} chunk(s) resumed" if self.resumed_chunks else ""
+        procs = f" by {self.num_processes} processes" if self.num_processes > 1 else ""
         return (
-            f"embedded {self.embedded} of {self.rows} {self.kind} in {self.seconds:.1f}s; "
+            f"embedded {self.embedded} of {self.rows} {self.kind} in {self.seconds:.1f}s{procs}; "
             f"skipped {self.skipped}{extra}{resumed}"
         )
 
@@ -285,7 +304,10 @@ def _embed_resumable(
 ) -> tuple[np.ndarray, list[str], SkipLog, int, int]:
     """Embed ``frame`` chunk by chunk, keeping finished chunks in ``work``.
 
-    Returns (vectors, kept ids, skips, number of chunks, chunks taken from an earlier run)."""
+    Returns (vectors, kept ids, skips, number of chunks, chunks taken from an earlier run).
+    Under torch.distributed each rank embeds its share of the chunks; only rank 0 loads them
+    all (the other ranks get no vectors, ids or skips) and the resumed count covers all ranks."""
+    rank, world = world_info()
     precision = resolve_precision(precision or "auto", device or model.device)
     plan = {
         "fingerprint": model.fingerprint(),
@@ -296,20 +318,23 @@ def _embed_resumable(
         "precision": precision.name,
     }
     plan_file = work / "plan.json"
-    if work.is_dir():
-        try:
-            old = json.loads(plan_file.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old != plan:  # other rows, model or chunking: start over
-            shutil.rmtree(work)
-    if not work.is_dir():
-        work.mkdir(parents=True)
-        with atomic_write(plan_file, "w") as fh:
-            json.dump(plan, fh, indent=2)
+    if rank == 0:  # before the barrier: no rank may delete the directory once others write
+        if work.is_dir():
+            try:
+                old = json.loads(plan_file.read_text())
+            except (OSError, ValueError):
+                old = None
+            if old != plan:  # other rows, model or chunking: start over
+                shutil.rmtree(work)
+        if not work.is_dir():
+            work.mkdir(parents=True)
+            with atomic_write(plan_file, "w") as fh:
+                json.dump(plan, fh, indent=2)
+    if world > 1:  # also the barrier: no rank writes a chunk before rank 0 has set up ``work``
+        precision = _agree_with_rank0(plan, rank, device or model.device)
     n_chunks = max(1, math.ceil(len(frame) / chunk_rows))
-    vectors, kept, skipped, resumed = [], [], SkipLog(), 0
-    for c in range(n_chunks):
+    resumed = 0
+    for c in range(rank, n_chunks, world):
         stem = work / f"chunk-{c:05d}"
         done = stem.with_suffix(".parquet")
         if done.is_file():
@@ -331,15 +356,91 @@ def _embed_resumable(
             emb.skipped.write_csv(stem.with_suffix(".skipped.csv"))
             with atomic_write(done) as fh:  # last: marks the chunk as finished
                 pd.DataFrame({"id": emb.metadata["id"].astype(str)}).to_parquet(fh, index=False)
-        vectors.append(np.load(stem.with_suffix(".npy")))
+        if progress:
+            who = f" (rank {rank}/{world})" if world > 1 else ""
+            print(f"  chunk {c + 1}/{n_chunks} done{who}", flush=True)
+    if world > 1:  # also the barrier after which every chunk is on disk
+        counts: list[Any] = [None] * world
+        dist.all_gather_object(counts, resumed)
+        resumed = int(sum(counts))
+    vectors, kept, skipped = [], [], SkipLog()
+    dim = int(model.config.embed_dim)
+    if rank != 0:
+        return np.zeros((0, dim), np.float32), kept, skipped, n_chunks, resumed
+    for c in range(n_chunks):
+        stem = work / f"chunk-{c:05d}"
+        done = stem.with_suffix(".parquet")
+        if not done.is_file():
+            raise FileNotFoundError(f"{done}: chunk {c} was not finished by any process")
+        vectors.append(np.load(stem.with_suffix(".npy"), allow_pickle=False))
         kept += pd.read_parquet(done)["id"].astype(str).tolist()
         for row in _read_skips(stem.with_suffix(".skipped.csv")):
             skipped.add(*row)
-        if progress:
-            print(f"  chunk {c + 1}/{n_chunks}: {len(kept)} embedded", flush=True)
-    dim = int(model.config.embed_dim)
+    if progress:
+        print(f"  {n_chunks} chunk(s): {len(kept)} embedded", flush=True)
     x = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
     return x.astype(np.float32, copy=False), kept, skipped, n_chunks, resumed
+
+
+def init_distributed_from_env(timeout_s: float = 24 * 3600) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` / ``accelerate launch`` describe in the
+    environment (``WORLD_SIZE`` > 1, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
+
+    Returns ``(rank, world)``.
+
+    Uses gloo: builds exchange only barriers and a few small objects, never tensors, so one
+    backend serves CPU and GPU ranks.  ``timeout_s`` bounds how long a rank waits for the
+    others (a barrier waits for the slowest rank's chunks).  No-op for one process or when a
+    group already exists."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="gloo", init_method="env://", timeout=_dt.timedelta(seconds=timeout_s)
+        )
+    return world_info()
+
+
+def _agree_with_rank0(plan: dict[str, Any], rank: int, device) -> Precision:
+    """Every rank takes rank 0's plan: refuses other rows or another model, and adopts rank 0's
+    precision (``auto`` is measured per process and could differ between ranks)."""
+    shared = [plan]
+    dist.broadcast_object_list(shared, src=0)
+    theirs = shared[0]
+    differ = sorted(k for k in plan if k != "precision" and plan[k] != theirs.get(k))
+    if differ:
+        raise ValueError(
+            f"rank {rank} disagrees with rank 0 on {', '.join(differ)}: every process must "
+            "load the same model and read the same records"
+        )
+    plan["precision"] = theirs["precision"]
+    return resolve_precision(theirs["precision"], device)
+
+
+def _finish_on_rank0(finish, load) -> Any:
+    """Rank 0 runs ``finish()``; then every other rank learns whether it worked and returns
+    ``load()`` (or raises with rank 0's error).  One process: just ``finish()``."""
+    rank, world = world_info()
+    if world == 1:
+        return finish()
+    status: list[Any] = [None]
+    if rank == 0:
+        try:
+            result = finish()
+        except BaseException as e:
+            dist.broadcast_object_list([f"{type(e).__name__}: {e}"], src=0)
+            raise
+        dist.broadcast_object_list(status, src=0)
+        return result
+    dist.broadcast_object_list(status, src=0)
+    if status[0] is not None:
+        raise RuntimeError(f"rank 0 failed to write the index: {status[0]}")
+    return load()
+
+
+def _load_built(path: Path, fingerprint: str) -> Index:
+    """The index rank 0 saved at ``path``, with its ``build_summary``."""
+    index = Index.load(path, expected_fingerprint=fingerprint)
+    index.build_summary = BuildSummary.from_info(read_build_info(path))
+    return index
 
 
 def _read_skips(path: Path) -> list[tuple[str, str, str]]:
@@ -400,27 +501,32 @@ def build_index(
         text_cache=text_cache,
         precision=precision,
     )
-    if not kept:
-        raise EmptyIndexError(
-            f"none of the {len(frame)} {kind} could be embedded; {skipped.summary()}"
+    world = world_info()[1]
+
+    def finish() -> Index:
+        if not kept:
+            raise EmptyIndexError(
+                f"none of the {len(frame)} {kind} could be embedded; {skipped.summary()}"
+            )
+        meta = _metadata(frame.set_index("id").loc[kept].reset_index(), kind)
+        index = Index.build(
+            x,
+            meta,
+            fingerprint=model.fingerprint(),
+            factory=factory,
+            memory_budget_bytes=parse_size(memory_budget),
         )
-    meta = _metadata(frame.set_index("id").loc[kept].reset_index(), kind)
-    index = Index.build(
-        x,
-        meta,
-        fingerprint=model.fingerprint(),
-        factory=factory,
-        memory_budget_bytes=parse_size(memory_budget),
-    )
-    index.save(out)
-    summary = BuildSummary.of_run(
-        kind, len(frame), kept, skipped, duplicates, n_chunks, resumed, start, precision
-    )
-    skipped.write_csv(out / SKIPPED_FILE)
-    _write_build_info(out, summary, index, history=[])
-    shutil.rmtree(work, ignore_errors=True)
-    index.build_summary = summary
-    return index
+        index.save(out)
+        summary = BuildSummary.of_run(
+            kind, len(frame), kept, skipped, duplicates, n_chunks, resumed, start, precision, world
+        )
+        skipped.write_csv(out / SKIPPED_FILE)
+        _write_build_info(out, summary, index, history=[])
+        shutil.rmtree(work, ignore_errors=True)
+        index.build_summary = summary
+        return index
+
+    return _finish_on_rank0(finish, lambda: _load_built(out, model.fingerprint()))
 
 
 def add_to_index(
@@ -465,22 +571,28 @@ def add_to_index(
             progress=progress,
             precision=precision,
         )
+    world = world_info()[1]
+
+    def finish() -> Index:
         if kept:
             meta = _metadata(frame.set_index("id").loc[kept].reset_index(), kind)
             index.add(x, _align_columns(meta, index.metadata))
             index.save(index_dir)
-        shutil.rmtree(work, ignore_errors=True)
-    summary = BuildSummary.of_run(
-        kind, len(frame), kept, skipped, duplicates, n_chunks, resumed, start, precision
-    )
-    old_skips = SkipLog(_read_skips(index_dir / SKIPPED_FILE))
-    old_skips.rows += skipped.rows
-    old_skips.write_csv(index_dir / SKIPPED_FILE)
-    info = read_build_info(index_dir)
-    history = info.get("history", []) + [{k: v for k, v in info.items() if k != "history"}]
-    _write_build_info(index_dir, summary, index, history=history)
-    index.build_summary = summary
-    return index
+        if len(frame):
+            shutil.rmtree(partial_dir(index_dir), ignore_errors=True)
+        summary = BuildSummary.of_run(
+            kind, len(frame), kept, skipped, duplicates, n_chunks, resumed, start, precision, world
+        )
+        old_skips = SkipLog(_read_skips(index_dir / SKIPPED_FILE))
+        old_skips.rows += skipped.rows
+        old_skips.write_csv(index_dir / SKIPPED_FILE)
+        info = read_build_info(index_dir)
+        history = info.get("history", []) + [{k: v for k, v in info.items() if k != "history"}]
+        _write_build_info(index_dir, summary, index, history=history)
+        index.build_summary = summary
+        return index
+
+    return _finish_on_rank0(finish, lambda: _load_built(index_dir, model.fingerprint()))
 
 
 def _align_columns(meta: pd.DataFrame, existing: pd.DataFrame) -> pd.DataFrame:
