@@ -27,6 +27,8 @@ COMMANDS = [
     "demo",
     "report",
     "explain",
+    "audit",
+    "probe",
 ]
 
 

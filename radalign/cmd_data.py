@@ -1,4 +1,4 @@
-"""``radalign data``: generate synthetic phantoms, check a dataset."""
+"""``radalign data``: generate synthetic phantoms, check a dataset, prepare shards."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ EXAMPLES = """examples:
   radalign data check runs/phantoms/jpg
   radalign data check /data/mimic-cxr-jpg/2.0.0 --decode
   radalign data check ../shared/data/covid_chestxray/manifest.csv
+  radalign data prepare /data/mimic-cxr/2.0.0 --size 512 --out /data/mimic-512
+  radalign data prepare ../shared/data/nih_cxr14_subset/manifest.csv --size 256 --out runs/nih
 """
 
 
@@ -19,10 +21,10 @@ def add_parser(sub) -> None:
     p = add_command(
         sub,
         "data",
-        help="synthesize phantoms or check a dataset",
+        help="synthesize phantoms, check a dataset, or prepare it into shards",
         examples=EXAMPLES,
     )
-    dsub = p.add_subparsers(dest="data_command", metavar="{synth,check}", required=True)
+    dsub = p.add_subparsers(dest="data_command", metavar="{synth,check,prepare}", required=True)
     s = add_command(
         dsub,
         "synth",
@@ -35,6 +37,13 @@ def add_parser(sub) -> None:
     s.add_argument("--size", type=int, default=256, help="image side in pixels")
     s.add_argument("--layouts", nargs="+", default=["dicom", "jpg"], choices=["dicom", "jpg"])
     s.add_argument("--workers", type=int, default=1)
+    s.add_argument(
+        "--plant-anomalies", nargs="?", type=float, const=0.025, default=None, metavar="RATE",
+        help="write OUT/clean and a copy OUT/planted with every audit anomaly type planted at "
+        "RATE per type (default 0.025), with truth.csv per layout",
+    )
+    s.add_argument("--drift-mode", choices=["time", "site"], default="time",
+                   help="planted drift: the last 20%% of dates, or a second site")  # fmt: skip
     s.set_defaults(run=run_synth)
     c = add_command(
         dsub,
@@ -48,13 +57,37 @@ def add_parser(sub) -> None:
     c.add_argument("--all-views", action="store_true", help="keep lateral views too")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(run=run_check)
+    r = add_command(
+        dsub,
+        "prepare",
+        help="decode every image once into resized, lossless WebDataset shards",
+        examples=EXAMPLES,
+    )
+    r.add_argument("source", help="any source `data check` reads (MIMIC, IU X-ray, manifest)")
+    r.add_argument(
+        "--out", required=True, help="output folder (resumes a killed run of the same job)"
+    )
+    r.add_argument("--size", type=int, default=512, help="longer side in pixels (default 512)")
+    r.add_argument("--dtype", choices=["uint8", "uint16"], default="uint8", help="stored pixels")
+    r.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    r.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    r.add_argument("--section", default="findings+impression")
+    r.add_argument("--split", default=None, help="prepare one split only")
+    r.add_argument("--all-views", action="store_true", help="keep lateral views too")
+    r.add_argument("--window", choices=["header", "full", "percentile"], default="header")
+    r.add_argument("--overwrite", action="store_true", help="replace a different earlier job")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(run=run_prepare)
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from radalign.data.synth import synthesize
 
+    planting = args.plant_anomalies is not None
     summary = synthesize(
-        args.out,
+        Path(args.out) / "clean" if planting else args.out,
         n=args.n,
         seed=args.seed,
         size=args.size,
@@ -62,6 +95,21 @@ def run_synth(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     print(summary.summary())
+    if planting:
+        from radalign.data.synth_anomalies import plant_anomalies, uniform_rates
+
+        layouts = (("dicom",) if "dicom" in args.layouts else ()) + (
+            ("jpg", "manifest") if "jpg" in args.layouts else ()
+        )
+        planted = plant_anomalies(
+            Path(args.out) / "clean",
+            Path(args.out) / "planted",
+            rates=uniform_rates(args.plant_anomalies),
+            seed=args.seed,
+            layouts=layouts,
+            drift_mode=args.drift_mode,
+        )
+        print(planted.summary())
     return 0
 
 
@@ -73,4 +121,26 @@ def run_check(args: argparse.Namespace) -> int:
         kwargs["views"] = None
     report = check(args.source, **kwargs)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from radalign.data.prepare import prepare
+
+    summary = prepare(
+        args.source,
+        args.out,
+        size=args.size,
+        dtype=args.dtype,
+        workers=args.workers,
+        shard_size=args.shard_size,
+        views=None if args.all_views else ("PA", "AP"),
+        section=args.section,
+        split=args.split,
+        window=args.window,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(summary.summary())
+    print(f"train from it with `data.source: {args.out}`; skipped rows: {args.out}/skipped.csv")
     return 0

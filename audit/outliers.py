@@ -1,0 +1,148 @@
+"""Outliers in embedding space (cleanlab Datalab's kNN definition), report outliers (length,
+language) and the image–report mismatch score, as audit findings.
+
+kNN outlier score: mean cosine distance to the k = 10 nearest neighbours, flagged above
+``Q3 + (1/0.37037 − 1)·IQR`` of the archive's scores (Datalab's fence).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from radalign.audit.findings import Finding
+from radalign.audit.knn import KNNGraph, knn_graph, valid_rows
+
+__all__ = ["FENCE", "check_mismatch", "check_outliers", "english_ratio", "fence",
+           "knn_outlier_scores"]
+
+FENCE = 1 / 0.37037 - 1
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+#: Common English function words plus radiology's; a report with almost none is not English.
+_STOP = frozenset(
+    ["the", "a", "an", "and", "or", "of", "to", "in", "on", "at", "is", "are", "was", "were", "be", "been", "no", "not", "with", "without", "there", "this", "that", "for", "as", "by", "from", "it", "its", "which", "has", "have", "seen", "noted", "may", "likely", "small", "large", "left", "right", "both", "lung", "lungs", "heart", "chest", "pleural", "effusion", "normal", "size", "clear", "acute", "findings", "impression", "evidence", "stable", "unchanged", "compared", "prior", "mild", "moderate", "severe"]
+)
+
+
+def fence(v: np.ndarray) -> float:
+    """Datalab's upper fence Q3 + (1/0.37037 − 1)·IQR over the finite values."""
+    q1, q3 = np.nanpercentile(v, [25, 75])
+    return float(q3 + FENCE * (q3 - q1))
+
+
+def knn_outlier_scores(graph: KNNGraph) -> np.ndarray:
+    """Mean distance to the k neighbours (NaN for rows without an embedding)."""
+    d = graph.distances.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        s = np.where(np.isfinite(d), d, np.nan)
+        out = np.nanmean(np.where(np.isfinite(d).any(axis=1, keepdims=True), s, 0.0), axis=1)
+    out[~np.isfinite(d).any(axis=1)] = np.nan
+    return out
+
+
+def english_ratio(text: str) -> tuple[float, int]:
+    """(fraction of words that are common English/radiology words, number of words)."""
+    words = [w.lower() for w in _WORD.findall(text or "")]
+    if not words:
+        return 1.0, 0
+    return sum(w in _STOP for w in words) / len(words), len(words)
+
+
+def _rows(frame: pd.DataFrame, i: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    p = frame["image_path"].iat[i] if "image_path" in frame else None
+    return (str(frame["id"].iat[i]),), ((str(p),) if isinstance(p, str) and p else ())
+
+
+def _embedding_outliers(frame, emb, k, what, graph=None) -> list[Finding]:
+    if emb is None or valid_rows(emb).sum() < max(2 * k, 20):
+        return []
+    graph = graph or knn_graph(emb, k=k)
+    s = knn_outlier_scores(graph)
+    cut = fence(s)
+    out = []
+    for i in np.flatnonzero(np.nan_to_num(s, nan=-1) > cut):
+        ids, paths = _rows(frame, i)
+        out.append(Finding("outlier", f"{what}_embedding", "medium" if s[i] > 2 * cut else "low",
+                           f"{what} far from the rest of the archive: mean cosine distance "
+                           f"{s[i]:.3f} to its {k} nearest neighbours (fence {cut:.3f})",
+                           ids, paths if what == "image" else (), float(s[i] / cut)))
+    return out
+
+
+def _report_outliers(frame: pd.DataFrame, *, min_words: int = 8,
+                     max_english: float = 0.08) -> list[Finding]:
+    out: list[Finding] = []
+    texts = frame["report"].fillna("").astype(str).to_numpy() if "report" in frame else []
+    if not len(texts):
+        return out
+    ratios = [english_ratio(t) for t in texts]
+    n_words = np.array([n for _, n in ratios], dtype=float)
+    has = n_words > 0
+    if has.sum() >= 20:
+        lw = np.log1p(n_words[has])
+        q1, q3 = np.percentile(lw, [25, 75])
+        lo, hi = q1 - 2 * FENCE * (q3 - q1), q3 + 2 * FENCE * (q3 - q1)
+        for j, i in enumerate(np.flatnonzero(has)):
+            if lw[j] > hi or lw[j] < lo:
+                ids, _ = _rows(frame, i)
+                side = "long" if lw[j] > hi else "short"
+                out.append(Finding("outlier", f"report_too_{side}", "low",
+                                   f"report has {int(n_words[i])} words, outside the archive's "
+                                   f"range ({np.expm1(lo):.0f}–{np.expm1(hi):.0f})", ids, (),
+                                   float(abs(lw[j] - (hi if side == 'long' else lo)) + 1)))
+    for i, (r, n) in enumerate(ratios):
+        if n >= min_words and r < max_english:
+            ids, _ = _rows(frame, i)
+            out.append(Finding("outlier", "report_language", "medium",
+                               f"report does not look English: {r:.0%} of its {n} words are "
+                               "common English words", ids, (), 1.0 - r))
+    return out
+
+
+def check_outliers(table, image_emb: np.ndarray | None = None,
+                   report_emb: np.ndarray | None = None, *, k: int = 10,
+                   image_knn: KNNGraph | None = None,
+                   report_knn: KNNGraph | None = None) -> list[Finding]:
+    """Image and report kNN-distance outliers (when embeddings are given; pass precomputed
+    graphs from :func:`~radalign.audit.knn.knn_graph` to reuse them) and report length/language
+    outliers."""
+    frame = table.frame
+    out = _embedding_outliers(frame, image_emb, k, "image", image_knn)
+    out += _embedding_outliers(frame, report_emb, k, "report", report_knn)
+    out += _report_outliers(frame)
+    return out
+
+
+def check_mismatch(table, image_emb: np.ndarray | None, report_emb: np.ndarray | None, *,
+                   k: int = 10) -> list[Finding]:
+    """Cross-modal mismatch: :class:`~radalign.zeroshot.mismatch.MismatchScorer` scores (how much
+    better other reports fit the image than its own), flagged above Datalab's fence."""
+    if image_emb is None or report_emb is None:
+        return []
+    from radalign.retrieval.index import Index
+    from radalign.zeroshot.mismatch import MismatchScorer
+
+    frame = table.frame
+    both = np.flatnonzero(valid_rows(image_emb) & valid_rows(report_emb))
+    if len(both) < max(2 * k, 20):
+        return []
+    u = np.asarray(image_emb, np.float32)[both]
+    t = np.asarray(report_emb, np.float32)[both]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    studies = frame["study_id"].iloc[both].astype(str).tolist() if "study_id" in frame else None
+    meta = pd.DataFrame({"id": [str(x) for x in frame["id"].iloc[both]], "study_id": studies})
+    rep_ix = Index.build(t, meta, fingerprint="audit-reports", factory="Flat")
+    img_ix = Index.build(u, meta, fingerprint="audit-images", factory="Flat")
+    scores = MismatchScorer(report_index=rep_ix, k=k, image_index=img_ix).score(u, t, studies)
+    s = scores["score"].to_numpy()
+    cut = fence(s)
+    out = []
+    for j in np.flatnonzero(s > max(cut, 0.0)):
+        ids, paths = _rows(frame, both[j])
+        out.append(Finding("cross_modal", "image_report_mismatch", "medium",
+                           f"report fits its image worse than other reports do (score {s[j]:.3f}, "
+                           f"fence {cut:.3f}; own similarity {scores['similarity'].iat[j]:.3f})",
+                           ids, paths, float(s[j])))
+    return out

@@ -1,0 +1,67 @@
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+from radalign.audit.drift import check_drift, classifier_test, holm, mmd_test, windows
+
+
+def _table(n_windows=4, per=150, dim=8, shift=0.0, seed=0, label_shift=0.0):
+    rng = np.random.default_rng(seed)
+    n = n_windows * per
+    dates = pd.date_range("2020-01-01", periods=n, freq="D")
+    emb = rng.normal(size=(n, dim))
+    lab = rng.random(n) < 0.2
+    last = np.arange(n) >= (n_windows - 1) * per
+    emb[last, :2] += shift  # realistic: a shift of `shift` sd in 2 of `dim` directions
+    lab[last] = rng.random(last.sum()) < 0.2 + label_shift
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "study_date": dates,
+                          "site": "one", "labels": [{"Effusion": float(v)} for v in lab],
+                          "sex": rng.choice(["F", "M"], n), "age": rng.normal(60, 15, n)})
+    return SimpleNamespace(frame=frame), emb
+
+
+def test_holm():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+
+
+def test_mmd_and_classifier_detect_shift():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(150, 8)), rng.normal(size=(300, 8))
+    x[:, :2] += 0.5
+    assert mmd_test(x, y, seed=0)[1] < 0.01
+    auc, p = classifier_test(x, y, seed=0)
+    assert auc > 0.6 and p < 0.01
+
+
+def test_windows_by_date_and_site():
+    t, _ = _table()
+    how, w = windows(t.frame)
+    assert how == "date" and w.nunique() == 8  # 600 rows // 30 → capped at 8 windows
+    t.frame["site"] = np.repeat(["a", "b", "c"], 200)
+    how, w = windows(t.frame)
+    assert how == "site" and set(w) == {"a", "b", "c"}
+
+
+def test_planted_shift_named():
+    t, emb = _table(shift=0.5, seed=1)
+    found = check_drift(t, emb, None, window="Q" if False else "date", min_size=150)
+    assert found, "planted shift not detected"
+    names = {f.explanation.split(" (")[0] for f in found}
+    last = set(t.frame["id"].iloc[450:])
+    assert all(set(f.ids) <= last for f in found), names
+    assert any("image embedding" in f.explanation for f in found)
+
+
+def test_label_prevalence_shift():
+    t, emb = _table(seed=2, label_shift=0.25, per=200)
+    found = check_drift(t, None, None, window="date", min_size=200)
+    assert any(f.subtype == "label_Effusion_shift" for f in found)
+
+
+def test_no_false_alarms_on_unshifted_windows():
+    alarms = 0
+    for seed in range(20):
+        t, emb = _table(seed=100 + seed, per=100)
+        alarms += bool(check_drift(t, emb, emb[:, ::-1].copy(), window="date", min_size=100,
+                                   n_perm=100, seed=seed))
+    assert alarms <= 1
