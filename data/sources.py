@@ -139,9 +139,28 @@ _COLUMNS = (
 )
 #: Manifest columns read into named record fields (the rest go to ``PairRecord.metadata``).
 _MANIFEST_KNOWN = frozenset(
-    {"id", "dicom_id", "image_path", "path", "image", "report", "text", "patient_id",
-     "subject_id", "study_id", "view", "ViewPosition", "split", "study_date", "StudyDate",
-     "labels", "findings", "impression", "indication", "comparison"}
+    {
+        "id",
+        "dicom_id",
+        "image_path",
+        "path",
+        "image",
+        "report",
+        "text",
+        "patient_id",
+        "subject_id",
+        "study_id",
+        "view",
+        "ViewPosition",
+        "split",
+        "study_date",
+        "StudyDate",
+        "labels",
+        "findings",
+        "impression",
+        "indication",
+        "comparison",
+    }
 )
 #: MIMIC metadata columns kept in ``PairRecord.metadata`` (plus any extra columns of the file).
 _MIMIC_META = ("StudyTime", "Rows", "Columns", "PerformedProcedureStepDescription")
@@ -348,9 +367,9 @@ def _meta_dicts(df: pd.DataFrame, names: Sequence[str]) -> list[dict[str, str]]:
     """Per row, ``{column: value}`` of the non-blank values of ``names`` as strings."""
     names = [str(c) for c in names if c in df.columns]
     cols = [_strcol(df, c).tolist() for c in names]
-    return [{k: v for k, v in zip(names, vals) if v} for vals in zip(*cols)] if names else [
-        {} for _ in range(len(df))
-    ]
+    if not names:
+        return [{} for _ in range(len(df))]
+    return [{k: v for k, v in zip(names, vals) if v} for vals in zip(*cols)]
 
 
 def _num_to_str(v: object) -> str:
