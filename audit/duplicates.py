@@ -189,7 +189,12 @@ def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_fac
 def _report_duplicates(frame, min_words: int = 8) -> list[Finding]:
     if "report" not in frame:
         return []
-    texts = [normalise_text(t) for t in frame["report"].fillna("").astype(str)]
+    # the whole report as read (indication, comparison, ...): the chosen findings+impression of
+    # two normal studies may legitimately read the same, a copied report file does not
+    raw = frame["report_raw"].fillna("").astype(str) if "report_raw" in frame else None
+    chosen = frame["report"].fillna("").astype(str)
+    texts = [normalise_text(r if r is not None and r.strip() else c)
+             for r, c in zip(raw if raw is not None else [None] * len(frame), chosen)]
     studies = frame["study_id"].astype(str).tolist() if "study_id" in frame \
         else [str(i) for i in range(len(frame))]
     out: list[Finding] = []

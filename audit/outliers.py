@@ -139,7 +139,9 @@ def check_mismatch(table, image_emb: np.ndarray | None, report_emb: np.ndarray |
     s = scores["score"].to_numpy()
     cut = fence(s)
     out = []
-    for j in np.flatnonzero(s > max(cut, 0.0)):
+    # above the fence, and the own report not among the k reports that fit the image best
+    rank = scores["rank"].to_numpy()
+    for j in np.flatnonzero((s > max(cut, 0.0)) & (rank >= k)):
         ids, paths = _rows(frame, both[j])
         out.append(Finding("cross_modal", "image_report_mismatch", "medium",
                            f"report fits its image worse than other reports do (score {s[j]:.3f}, "
