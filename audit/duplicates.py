@@ -24,6 +24,9 @@ import pandas as pd
 from radalign.audit.findings import Finding
 from radalign.audit.knn import KNNGraph, knn_graph, valid_rows
 
+#: Intensity standard deviation below which an image counts as blank (as in image_stats).
+BLANK_STD = 0.01
+
 __all__ = ["check_duplicates", "hash_pairs", "minhash_pairs", "normalise_text", "union_sets"]
 
 
@@ -79,15 +82,25 @@ def normalise_text(text: str) -> str:
     return _SPACE.sub(" ", _PUNCT.sub(" ", (text or "").lower())).strip()
 
 
-def minhash_pairs(texts, *, shingle: int = 3, bands: int = 16, rows: int = 4,
-                  threshold: float = 0.9, seed: int = 0) -> list[tuple[int, int, float]]:
+def minhash_pairs(
+    texts,
+    *,
+    shingle: int = 3,
+    bands: int = 16,
+    rows: int = 4,
+    threshold: float = 0.9,
+    seed: int = 0,
+) -> list[tuple[int, int, float]]:
     """Pairs (i, j, Jaccard) of texts whose word-``shingle`` sets have Jaccard ≥ ``threshold``;
     candidates from MinHash LSH (``bands`` × ``rows``), then verified exactly."""
     sets = []
     for t in texts:
         w = t.split()
-        sets.append({" ".join(w[i : i + shingle]) for i in range(max(1, len(w) - shingle + 1))}
-                    if w else set())
+        sets.append(
+            {" ".join(w[i : i + shingle]) for i in range(max(1, len(w) - shingle + 1))}
+            if w
+            else set()
+        )
     rng = np.random.default_rng(seed)
     p = (1 << 61) - 1
     nh = bands * rows
@@ -105,8 +118,11 @@ def minhash_pairs(texts, *, shingle: int = 3, bands: int = 16, rows: int = 4,
     cand = set()
     for members in buckets.values():
         if 1 < len(members) <= 500:
-            cand.update((members[x], members[y]) for x in range(len(members))
-                        for y in range(x + 1, len(members)))
+            cand.update(
+                (members[x], members[y])
+                for x in range(len(members))
+                for y in range(x + 1, len(members))
+            )
     out = []
     for i, j in cand:
         inter = len(sets[i] & sets[j])
@@ -119,19 +135,32 @@ def minhash_pairs(texts, *, shingle: int = 3, bands: int = 16, rows: int = 4,
 def _patients(frame: pd.DataFrame, rows) -> set:
     if "patient_id" not in frame:
         return set()
-    return {str(p) for p in frame["patient_id"].iloc[list(rows)] if p is not None and p == p
-            and str(p) != ""}
+    return {
+        str(p)
+        for p in frame["patient_id"].iloc[list(rows)]
+        if p is not None and p == p and str(p) != ""
+    }
 
 
 def _set_finding(frame, rows, sub, what, score) -> Finding:
     pats = _patients(frame, rows)
     cross = len(pats) > 1
     ids = [str(frame["id"].iat[i]) for i in rows]
-    paths = [str(p) for p in frame["image_path"].iloc[list(rows)] if isinstance(p, str) and p] \
-        if "image_path" in frame else []
+    paths = (
+        [str(p) for p in frame["image_path"].iloc[list(rows)] if isinstance(p, str) and p]
+        if "image_path" in frame
+        else []
+    )
     who = f"across {len(pats)} patients (split leakage risk)" if cross else "within one patient"
-    return Finding("duplicate", sub, "high" if cross else "medium",
-                   f"{len(rows)} records are {what} {who}", ids, list(dict.fromkeys(paths)), score)
+    return Finding(
+        "duplicate",
+        sub,
+        "high" if cross else "medium",
+        f"{len(rows)} records are {what} {who}",
+        ids,
+        list(dict.fromkeys(paths)),
+        score,
+    )
 
 
 def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_factor):
@@ -144,17 +173,27 @@ def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_fac
     exact_rows: set[frozenset] = set()
     if stats is not None and len(stats):
         good = stats[stats["ok"].astype(bool) & (stats["sha256"].astype(str) != "")]
-        good = good[good["image_path"].isin(rows_of)].reset_index(drop=True)
+        good = good[good["image_path"].isin(rows_of)]
+        # near-constant images (blank, all white) are alike by nature: they are image-statistics
+        # outliers, and pairing them as duplicates would only repeat that finding
+        if "std" in good:
+            good = good[pd.to_numeric(good["std"], errors="coerce").fillna(1.0) >= BLANK_STD]
+        good = good.reset_index(drop=True)
         for _, grp in good.groupby("sha256"):
             if len(grp) > 1:
                 rows = sorted(r for p in grp["image_path"] for r in rows_of[p])
                 exact_rows.add(frozenset(rows))
-                out.append(_set_finding(frame, rows, "exact_image",
-                                        f"byte-identical images ({len(grp)} files)", 1.0))
+                out.append(
+                    _set_finding(
+                        frame, rows, "exact_image", f"byte-identical images ({len(grp)} files)", 1.0
+                    )
+                )
         # candidates share a phash within the budget; kept when phash + dhash distance (of 128
         # bits) is within it: one hash alone confuses look-alike radiographs (e.g. phantoms)
-        okh = np.flatnonzero((good["phash"].astype(str).str.len() == 16)
-                             & (good["dhash"].astype(str).str.len() == 16))
+        okh = np.flatnonzero(
+            (good["phash"].astype(str).str.len() == 16)
+            & (good["dhash"].astype(str).str.len() == 16)
+        )
         dh = _hex_to_bytes(good["dhash"].iloc[okh]) if len(okh) else None
         pairs = []
         for i, j, d in hash_pairs(good["phash"].iloc[okh].tolist(), min(hash_distance, 7)):
@@ -163,8 +202,9 @@ def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_fac
         file_pairs = []
         for a, b in pairs:
             if good.at[a, "sha256"] != good.at[b, "sha256"]:
-                file_pairs.append((rows_of[good.at[a, "image_path"]][0],
-                                   rows_of[good.at[b, "image_path"]][0]))
+                file_pairs.append(
+                    (rows_of[good.at[a, "image_path"]][0], rows_of[good.at[b, "image_path"]][0])
+                )
     else:
         file_pairs = []
     emb_pairs = []
@@ -181,8 +221,15 @@ def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_fac
         paths = {frame["image_path"].iat[i] for i in rows} if "image_path" in frame else set()
         if len(paths) < 2 and "image_path" in frame:
             continue  # one file shared by several rows: the metadata checks report that
-        out.append(_set_finding(frame, rows, "near_duplicate_image",
-                                "near-duplicate images (perceptual hash / embedding)", 0.9))
+        out.append(
+            _set_finding(
+                frame,
+                rows,
+                "near_duplicate_image",
+                "near-duplicate images (perceptual hash / embedding)",
+                0.9,
+            )
+        )
     return out
 
 
@@ -193,10 +240,15 @@ def _report_duplicates(frame, min_words: int = 8) -> list[Finding]:
     # two normal studies may legitimately read the same, a copied report file does not
     raw = frame["report_raw"].fillna("").astype(str) if "report_raw" in frame else None
     chosen = frame["report"].fillna("").astype(str)
-    texts = [normalise_text(r if r is not None and r.strip() else c)
-             for r, c in zip(raw if raw is not None else [None] * len(frame), chosen)]
-    studies = frame["study_id"].astype(str).tolist() if "study_id" in frame \
+    texts = [
+        normalise_text(r if r is not None and r.strip() else c)
+        for r, c in zip(raw if raw is not None else [None] * len(frame), chosen)
+    ]
+    studies = (
+        frame["study_id"].astype(str).tolist()
+        if "study_id" in frame
         else [str(i) for i in range(len(frame))]
+    )
     out: list[Finding] = []
     by_text = defaultdict(list)
     for i, t in enumerate(texts):
@@ -209,8 +261,13 @@ def _report_duplicates(frame, min_words: int = 8) -> list[Finding]:
         if len(first) > 1:
             exact_groups.append(set(rows))
             all_rows = sorted(rows)
-            f = _set_finding(frame, all_rows, "duplicate_report",
-                             f"identical reports in {len(first)} different studies", 1.0)
+            f = _set_finding(
+                frame,
+                all_rows,
+                "duplicate_report",
+                f"identical reports in {len(first)} different studies",
+                1.0,
+            )
             f.severity = "medium" if f.severity == "high" else "low"
             out.append(f)
     # near-identical (templated) reports: one representative per study and text
@@ -219,19 +276,34 @@ def _report_duplicates(frame, min_words: int = 8) -> list[Finding]:
         if len(t.split()) >= min_words:
             reps.setdefault((studies[i], t), i)
     keys = list(reps.values())
-    pairs = [(keys[a], keys[b]) for a, b, _ in minhash_pairs([texts[i] for i in keys])
-             if texts[keys[a]] != texts[keys[b]] and studies[keys[a]] != studies[keys[b]]]
+    pairs = [
+        (keys[a], keys[b])
+        for a, b, _ in minhash_pairs([texts[i] for i in keys])
+        if texts[keys[a]] != texts[keys[b]] and studies[keys[a]] != studies[keys[b]]
+    ]
     for rows in union_sets(len(frame), pairs):
-        f = _set_finding(frame, sorted(rows), "templated_report",
-                         "near-identical reports (word-shingle Jaccard ≥ 0.9)", 0.8)
+        f = _set_finding(
+            frame,
+            sorted(rows),
+            "templated_report",
+            "near-identical reports (word-shingle Jaccard ≥ 0.9)",
+            0.8,
+        )
         f.severity = "low"
         out.append(f)
     return out
 
 
-def check_duplicates(table, stats: pd.DataFrame | None, image_emb: np.ndarray | None = None,
-                     report_emb: np.ndarray | None = None, *, hash_distance: int = 3,
-                     emb_factor: float = 0.13, image_knn: KNNGraph | None = None) -> list[Finding]:
+def check_duplicates(
+    table,
+    stats: pd.DataFrame | None,
+    image_emb: np.ndarray | None = None,
+    report_emb: np.ndarray | None = None,
+    *,
+    hash_distance: int = 3,
+    emb_factor: float = 0.13,
+    image_knn: KNNGraph | None = None,
+) -> list[Finding]:
     """Exact and near-duplicate images and duplicate/templated reports of ``table.frame``.
 
     ``stats`` is :func:`~radalign.audit.image_stats.image_stats`'s frame (hashes per file);
@@ -239,5 +311,6 @@ def check_duplicates(table, stats: pd.DataFrame | None, image_emb: np.ndarray | 
     pair; ``emb_factor``: Datalab's embedding rule (NN distance < factor × median NN distance).
     ``report_emb`` is accepted for the contract but reports are compared as text."""
     frame = table.frame.reset_index(drop=True)
-    return (_image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_factor)
-            + _report_duplicates(frame))
+    return _image_duplicates(
+        frame, stats, image_emb, image_knn, hash_distance, emb_factor
+    ) + _report_duplicates(frame)

@@ -23,11 +23,24 @@ from radalign.encoders.imageio import load_image
 __all__ = ["HIST_BINS", "STAT_COLUMNS", "check_image_stats", "file_stats", "image_stats"]
 
 HIST_BINS = 16
-STAT_COLUMNS = (
-    ["image_path", "key", "ok", "error", "height", "width", "aspect", "mean", "std",
-     "frac_black", "frac_saturated", "border_mean", "center_mean", "phash", "dhash", "sha256"]
-    + [f"h{i}" for i in range(HIST_BINS)]
-)
+STAT_COLUMNS = [
+    "image_path",
+    "key",
+    "ok",
+    "error",
+    "height",
+    "width",
+    "aspect",
+    "mean",
+    "std",
+    "frac_black",
+    "frac_saturated",
+    "border_mean",
+    "center_mean",
+    "phash",
+    "dhash",
+    "sha256",
+] + [f"h{i}" for i in range(HIST_BINS)]
 CACHE_NAME = "image_stats.parquet"
 #: Datalab's outlier fence: Q3 + (1/0.37037 - 1)·IQR.
 FENCE = 1 / 0.37037 - 1
@@ -65,23 +78,34 @@ def file_stats(path: str) -> dict:
         return row
     h, w = img.shape
     b = max(1, min(h, w) // 8)
-    border = np.concatenate([img[:b].ravel(), img[-b:].ravel(), img[:, :b].ravel(),
-                             img[:, -b:].ravel()])
+    border = np.concatenate(
+        [img[:b].ravel(), img[-b:].ravel(), img[:, :b].ravel(), img[:, -b:].ravel()]
+    )
     center = img[h // 4 : h - h // 4, w // 4 : w - w // 4]
     hist = np.histogram(img, bins=HIST_BINS, range=(0.0, 1.0))[0] / img.size
     pil = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
     row.update(
-        ok=True, height=h, width=w, aspect=w / h, mean=float(img.mean()), std=float(img.std()),
-        frac_black=float((img <= 1 / 255).mean()), frac_saturated=float((img >= 254 / 255).mean()),
-        border_mean=float(border.mean()), center_mean=float(center.mean()),
-        phash=str(imagehash.phash(pil)), dhash=str(imagehash.dhash(pil)), sha256=_sha256(path),
+        ok=True,
+        height=h,
+        width=w,
+        aspect=w / h,
+        mean=float(img.mean()),
+        std=float(img.std()),
+        frac_black=float((img <= 1 / 255).mean()),
+        frac_saturated=float((img >= 254 / 255).mean()),
+        border_mean=float(border.mean()),
+        center_mean=float(center.mean()),
+        phash=str(imagehash.phash(pil)),
+        dhash=str(imagehash.dhash(pil)),
+        sha256=_sha256(path),
         **{f"h{i}": float(v) for i, v in enumerate(hist)},
     )
     return row
 
 
-def image_stats(table, *, cache: str | Path | None = None, progress: bool = False,
-                flush: int = 500) -> pd.DataFrame:
+def image_stats(
+    table, *, cache: str | Path | None = None, progress: bool = False, flush: int = 500
+) -> pd.DataFrame:
     """One row per distinct ``image_path`` of ``table.frame`` (columns :data:`STAT_COLUMNS`)."""
     from tqdm.auto import tqdm
 
@@ -93,8 +117,11 @@ def image_stats(table, *, cache: str | Path | None = None, progress: bool = Fals
     done = dict(zip(cached["image_path"], cached["key"], strict=True)) if len(cached) else {}
     keys = {p: _key(p) for p in paths}
     todo = [p for p in paths if done.get(p) != keys[p]]
-    rows = [r for r in cached.to_dict("records")
-            if r["image_path"] in keys and r["key"] == keys[r["image_path"]]]
+    rows = [
+        r
+        for r in cached.to_dict("records")
+        if r["image_path"] in keys and r["key"] == keys[r["image_path"]]
+    ]
 
     def save() -> None:
         if cache_file is None:
@@ -124,8 +151,14 @@ def _fence_hi(v: np.ndarray) -> float:
     return float(q3 + FENCE * (q3 - q1))
 
 
-def check_image_stats(table, stats: pd.DataFrame, *, blank_std: float = 0.01,
-                      saturated: float = 0.4, black: float = 0.6) -> list[Finding]:
+def check_image_stats(
+    table,
+    stats: pd.DataFrame,
+    *,
+    blank_std: float = 0.01,
+    saturated: float = 0.4,
+    black: float = 0.6,
+) -> list[Finding]:
     """Entry errors (unreadable files, with the decoder's reason) and intensity/size outliers:
     blank, saturated, mostly black, inverted grey scale (histogram closer to the archive's when
     reversed), aspect and size far outside the archive's."""
@@ -134,9 +167,18 @@ def check_image_stats(table, stats: pd.DataFrame, *, blank_std: float = 0.01,
     if stats is None or not len(stats):
         return found
     for r in stats[~stats["ok"].astype(bool)].itertuples():
-        found.append(Finding("entry_error", "unreadable_image", "high",
-                             f"image cannot be decoded: {r.error}", ids.get(r.image_path, ()),
-                             (r.image_path,)))
+        if not os.path.exists(r.image_path):
+            continue  # a missing file is a ``missing/image_file_missing`` finding, not two
+        found.append(
+            Finding(
+                "entry_error",
+                "unreadable_image",
+                "high",
+                f"image cannot be decoded: {r.error}",
+                ids.get(r.image_path, ()),
+                (r.image_path,),
+            )
+        )
     good = stats[stats["ok"].astype(bool)].reset_index(drop=True)
     if not len(good):
         return found
@@ -148,15 +190,29 @@ def check_image_stats(table, stats: pd.DataFrame, *, blank_std: float = 0.01,
 
     for r in good.itertuples():
         if r.std < blank_std:
-            add("blank_image", "high", f"image is blank (intensity std {r.std:.4f})",
-                r.image_path, 1.0 - r.std)
+            add(
+                "blank_image",
+                "high",
+                f"image is blank (intensity std {r.std:.4f})",
+                r.image_path,
+                1.0 - r.std,
+            )
         elif r.frac_saturated > saturated:
-            add("saturated_image", "medium",
-                f"{r.frac_saturated:.0%} of pixels saturated at full white", r.image_path,
-                r.frac_saturated)
+            add(
+                "saturated_image",
+                "medium",
+                f"{r.frac_saturated:.0%} of pixels saturated at full white",
+                r.image_path,
+                r.frac_saturated,
+            )
         elif r.frac_black > black:
-            add("black_image", "medium", f"{r.frac_black:.0%} of pixels are black",
-                r.image_path, r.frac_black)
+            add(
+                "black_image",
+                "medium",
+                f"{r.frac_black:.0%} of pixels are black",
+                r.image_path,
+                r.frac_black,
+            )
     hist = good[[f"h{i}" for i in range(HIST_BINS)]].to_numpy()
     if len(good) >= 10:
         ref = np.median(hist, axis=0)
@@ -170,13 +226,20 @@ def check_image_stats(table, stats: pd.DataFrame, *, blank_std: float = 0.01,
         for i in np.flatnonzero(far & (d_rev < 0.5 * d_fwd) & (np.sign(contrast) != sign)):
             p = good.at[i, "image_path"]
             if p not in flagged:
-                add("inverted_image", "high",
+                add(
+                    "inverted_image",
+                    "high",
                     "grey scale looks inverted (MONOCHROME1 handling?): histogram matches the "
-                    f"archive's when reversed ({d_rev[i]:.2f} vs {d_fwd[i]:.2f})", p,
-                    float(d_fwd[i] - d_rev[i]))
+                    f"archive's when reversed ({d_rev[i]:.2f} vs {d_fwd[i]:.2f})",
+                    p,
+                    float(d_fwd[i] - d_rev[i]),
+                )
         for col, what in (("aspect", "aspect ratio"), ("pixels", "image size")):
-            v = (good["width"] * good["height"]).to_numpy(float) if col == "pixels" \
+            v = (
+                (good["width"] * good["height"]).to_numpy(float)
+                if col == "pixels"
                 else good["aspect"].to_numpy(float)
+            )
             lv = np.log(v)
             med = np.median(lv)
             mad = 1.4826 * np.median(np.abs(lv - med))
@@ -184,8 +247,12 @@ def check_image_stats(table, stats: pd.DataFrame, *, blank_std: float = 0.01,
             for i in np.flatnonzero(np.abs(lv - med) > tol):
                 p = good.at[i, "image_path"]
                 if p not in flagged:
-                    add(f"{col}_outlier", "low",
+                    add(
+                        f"{col}_outlier",
+                        "low",
                         f"{what} {v[i]:.3g} far from the archive's median {np.exp(med):.3g} "
-                        "(wrong body part or a cropped/odd file?)", p,
-                        float(abs(lv[i] - med) / tol))
+                        "(wrong body part or a cropped/odd file?)",
+                        p,
+                        float(abs(lv[i] - med) / tol),
+                    )
     return found

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-_P = re.compile(r"\bp(?:-value)?\s*[=<≈]\s*([0-9.]+(?:e-?\d+)?)", re.I)
+_P = re.compile(r"(?:\bp(?:-value)?\s*[=<≈]|Holm-adjusted)\s*([0-9.]+(?:e-?\d+)?)", re.I)
 
 
 def drift_p_value(findings: pd.DataFrame) -> float | None:
