@@ -39,7 +39,12 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/demo-all", help="folder for everything (reused)")
     p.add_argument("--n", type=int, default=1200, help="phantom studies to train on")
     p.add_argument("--n-test", type=int, default=300, help="fresh phantom studies to test on")
-    p.add_argument("--steps", type=int, default=None, help="pretraining steps (config: 150)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="pretraining steps (default: the config's max_steps)",
+    )
     p.add_argument(
         "--config", default="demo", help="pretraining config (shipped: demo, demo-20min)"
     )
