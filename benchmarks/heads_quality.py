@@ -4,7 +4,7 @@ temporal head's change detection against its no-history twin.
 
 Datasets: phantoms (``radalign.data.synth.synthesize``, jpg layout), the NIH CXR14 subset
 (image-only: no reports) and covid_chestxray (reports; COVID-19 vs other, re-split 60/20/20
-by patient as its official test split holds 3 negatives) from /work/shared/data when present,
+by patient as its official test split holds 3 negatives) from ../shared/data when present,
 and longitudinal phantoms (``radalign.data.synth_longitudinal``) for the timeline.
 
     python benchmarks/heads_quality.py                          # tiny random model
@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400, help="phantom studies")
     ap.add_argument("--patients", type=int, default=150, help="longitudinal phantom patients")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
-    ap.add_argument("--no-shared", action="store_true", help="skip /work/shared/data sets")
+    ap.add_argument("--no-shared", action="store_true", help="skip the ../shared/data sets")
     args = ap.parse_args()
     from radalign.data.sources import open_source
     from radalign.data.synth import synthesize
