@@ -20,7 +20,7 @@ softmax backward is three in-place passes over one buffer, with no reduction. Th
 at the end ``∂V_i += 2 ∂G_i V_i`` (∂G is symmetric, so one GEMM instead of autograd's two).
 
 What is kept for backward: with ``recompute=False`` τ1·s, a and a·G of every chunk (three
-[n, B, R] tensors; autograd keeps these and more); with ``recompute=True`` only the inputs, G and
+[n, B, R] tensors, plus a's GEMM-dtype copy under bf16; autograd keeps these and more); with ``recompute=True`` only the inputs, G and
 the [N, B] statistics, and each chunk's s, a, a·G are recomputed in backward (one more score GEMM
 and one more a·G product per chunk), so the memory of forward+backward is bounded by one chunk.
 
@@ -81,12 +81,12 @@ class _PaperStats(torch.autograd.Function):
             ctx_sq = w.new_empty(n, b)
             kept = []
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-                s1, a, ag = _chunk_forward(vm, gram, wm[lo:hi], tau1, w.dtype)
+                s1, a, am, ag = _chunk_forward(vm, gram, wm[lo:hi], tau1, w.dtype)
                 numer[lo:hi] = _rowdot(a, s1)
                 ctx_sq[lo:hi] = _rowdot(a, ag)
                 if save and not recompute:
-                    kept.append((s1, a, ag))
-                del s1, a, ag
+                    kept.append((s1, a, am, ag))
+                del s1, a, am, ag
             numer1 = numer.clone()  # τ1 · numer, needed as is in backward
             numer.div_(tau1)
         if save:
@@ -115,9 +115,9 @@ class _PaperStats(torch.autograd.Function):
             dgram = None
             for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
                 if recompute:
-                    s1, a, ag = _chunk_forward(vm, gram, wm[lo:hi], tau1, acc)
+                    s1, a, am, ag = _chunk_forward(vm, gram, wm[lo:hi], tau1, acc)
                 else:
-                    s1, a, ag = kept[j]
+                    s1, a, am, ag = kept[j]
                 gn, gc = g_num[lo:hi], g_ctx[lo:hi]
                 gamma = (2.0 * tau1) * gc
                 alpha = gn - gn * numer1[lo:hi] - gamma * ctx_sq[lo:hi]
@@ -138,10 +138,13 @@ class _PaperStats(torch.autograd.Function):
                 else:
                     dv += dsm.T @ wm[lo:hi]
                 del dsm
-                # ∂G_i += a_iᵀ diag(g_ctx) a_i, reusing the buffer for g_ctx·a
-                ga = torch.mul(a, gc[..., None], out=ds)
-                am = a.to(mm_dtype).transpose(0, 1).mT  # [B, R, n]
-                gam = ga.to(mm_dtype).transpose(0, 1)  # [B, n, R]
+                # ∂G_i += a_iᵀ diag(g_ctx) a_i (g_ctx·a in the GEMM dtype, from a's GEMM copy)
+                if same:
+                    ga = torch.mul(a, gc[..., None], out=ds)
+                else:
+                    ga = am * gc.to(mm_dtype)[..., None]
+                gam = ga.transpose(0, 1)  # [B, n, R]
+                am = am.transpose(0, 1).mT  # [B, R, n]
                 if dgram is None:
                     dgram = torch.bmm(am, gam).to(acc)
                 elif same:
@@ -161,7 +164,7 @@ class _PaperStats(torch.autograd.Function):
 def _chunk_forward(
     vm: Tensor, gram: Tensor, wm: Tensor, tau1: float, acc: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """τ1·s, a and a·G of one chunk of words, each ``[n, B, R]`` in ``acc``."""
+    """τ1·s, a, a in the GEMM dtype, and a·G of one chunk of words, each ``[n, B, R]``."""
     b, r, d = vm.shape
     n = wm.shape[0]
     s1 = ((wm * tau1) @ vm.reshape(b * r, d).T).view(n, b, r).to(acc)
@@ -170,7 +173,7 @@ def _chunk_forward(
     ag = torch.empty(n, b, r, dtype=gram.dtype, device=vm.device)
     for i in range(b):  # a_i G_i written straight into the [n, B, R] layout
         torch.mm(am[:, i], gram[i], out=ag[:, i])
-    return s1, a, ag.to(acc)
+    return s1, a, am, ag.to(acc)
 
 
 def _rowdot(x: Tensor, y: Tensor) -> Tensor:
