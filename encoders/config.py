@@ -41,6 +41,11 @@ class ImageTowerConfig:
     """Normalisation; ``None`` takes the backbone's own pretrained config."""
     drop_path_rate: float = 0.0
     gradient_checkpointing: bool = False
+    pool_grid: list[int] | None = None
+    """Global image feature: ``None`` is the backbone's own pooling (global average on CNNs);
+    ``[rows, cols]`` averages the final feature map over a rows x cols grid and concatenates the
+    cells (``C * rows * cols`` features), so the global embedding keeps coarse position such as
+    laterality. CNN (NCHW) backbones only."""
 
 
 @dataclass

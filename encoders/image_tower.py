@@ -16,6 +16,7 @@ from radalign.encoders.config import ImageTowerConfig
 from radalign.encoders.tower import Tower
 from radalign.encoders.weights import load_state_dict_file
 from torch import nn
+from torch.nn import functional as F
 
 
 class TimmImageTower(Tower):
@@ -47,13 +48,14 @@ class TimmImageTower(Tower):
         data_cfg = self.model.pretrained_cfg
         self.mean = list(config.mean or data_cfg.get("mean", (0.5, 0.5, 0.5)))
         self.std = list(config.std or data_cfg.get("std", (0.5, 0.5, 0.5)))
-        self.num_features = int(self.model.num_features)
+        self.pool_grid = _pool_grid(config.pool_grid)
         with torch.no_grad():
             probe = torch.zeros(1, config.in_chans, config.image_size, config.image_size)
             was_training = self.model.training
             self.model.eval()
-            _, regions = self.forward(probe)
+            pooled, regions = self.forward(probe)
             self.model.train(was_training)
+        self.num_features = int(pooled.shape[1])
         self.local_channels = int(regions.shape[1])
         self.grid = (int(regions.shape[2]), int(regions.shape[3]))
 
@@ -61,7 +63,15 @@ class TimmImageTower(Tower):
         final, inter = self.model.forward_intermediates(
             x, indices=[self.config.local_layer], intermediates_only=False
         )
-        pooled = self.model.forward_head(final, pre_logits=True)
+        if self.pool_grid is None:
+            pooled = self.model.forward_head(final, pre_logits=True)
+        elif final.ndim != 4:
+            raise ValueError(
+                f"image.pool_grid needs a CNN backbone with an NCHW feature map; "
+                f"{self.config.name!r} gives shape {tuple(final.shape)}"
+            )
+        else:
+            pooled = F.adaptive_avg_pool2d(final, self.pool_grid).flatten(1)
         return pooled, inter[-1]
 
     def blocks(self) -> list[nn.Module]:
@@ -69,6 +79,14 @@ class TimmImageTower(Tower):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.model.set_grad_checkpointing(enable)
+
+
+def _pool_grid(grid: list[int] | None) -> tuple[int, int] | None:
+    if grid is None:
+        return None
+    if len(grid) != 2 or min(int(g) for g in grid) < 1:
+        raise ValueError(f"image.pool_grid must be [rows, cols] of positive ints, got {grid}")
+    return int(grid[0]), int(grid[1])
 
 
 def timm_blocks(model: nn.Module) -> list[nn.Module]:

@@ -343,6 +343,10 @@ class OpenClipImageTower(Tower):
 
     def __init__(self, config: ImageTowerConfig, *, load_weights: bool = True) -> None:
         super().__init__()
+        if config.pool_grid is not None:
+            raise ValueError(
+                "image.pool_grid is for timm CNN towers; open_clip towers pool as built"
+            )
         if config.in_chans != 3:
             raise ValueError(f"open_clip image towers take 3 channels, not {config.in_chans}")
         self.config = config
