@@ -114,9 +114,23 @@ def load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], where) 
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+#: Config fields added after models were published, left out of the fingerprint while they hold
+#: their default, so indices and heads built with an earlier model keep matching it.
+_LATER_FIELDS = {"image": {"pool_grid": None}}
+
+
+def _fingerprint_config(config) -> dict:
+    out = to_dict(config)
+    for part, fields in _LATER_FIELDS.items():
+        for name, default in fields.items():
+            if out.get(part, {}).get(name, default) == default:
+                out.get(part, {}).pop(name, None)
+    return out
+
+
 def model_fingerprint(model) -> str:
     """sha256 (16 hex digits) over the config and every tensor, in key order."""
-    h = hashlib.sha256(json.dumps(to_dict(model.config), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(_fingerprint_config(model.config), sort_keys=True).encode())
     for key, value in sorted(model.state_dict().items()):
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

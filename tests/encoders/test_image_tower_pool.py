@@ -29,3 +29,15 @@ def test_grid_pooling_concatenates_cell_averages():
 def test_bad_grid_is_a_clear_error():
     with pytest.raises(ValueError, match="pool_grid"):
         _tower([0, 2])
+
+
+def test_fingerprint_ignores_pool_grid_only_at_its_default(tiny_model):
+    from radalign.encoders.checkpoint import _fingerprint_config
+
+    config = tiny_model.config
+    assert "pool_grid" not in _fingerprint_config(config)["image"]
+    config.image.pool_grid = [1, 2]
+    try:
+        assert _fingerprint_config(config)["image"]["pool_grid"] == [1, 2]
+    finally:
+        config.image.pool_grid = None
