@@ -34,8 +34,12 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
 
 VARIANTS = {
     "global": {"loss.local_weight": 0, "loss.token_weight": 0},
@@ -121,12 +125,7 @@ def main() -> None:
         "phantoms": args.n,
         "variants": rows,
     }
-    (out / "quality.json").write_text(json.dumps(result, indent=2))
-    (out / "quality.md").write_text(_markdown(result))
-    Path(args.results).mkdir(parents=True, exist_ok=True)
-    with open(Path(args.results) / "quality.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(result) + "\n")
-    print(_markdown(result))
+    save_result("quality", result, _markdown(result), out, Path(args.results))
 
 
 def _model_variant(base: str, overrides: dict, path: Path) -> Path:

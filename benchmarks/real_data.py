@@ -21,10 +21,10 @@ Recall@K.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
 
 REPO = Path(__file__).resolve().parents[1]
 NIH, COVID, IU = "nih_cxr14_subset", "covid_chestxray", "iu_xray_reports"
@@ -496,14 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "notes": small_data_notes(rows),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "real_data.json").write_text(json.dumps(result, indent=2))
-    (out / "real_data.md").write_text(markdown(result))
-    Path(args.results).mkdir(parents=True, exist_ok=True)
-    with open(Path(args.results) / "real_data.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(result) + "\n")
-    print(markdown(result))
+    save_result("real_data", result, markdown(result), Path(args.out), Path(args.results))
     return 0
 
 

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 from radalign.encoders.errors import SkipLog
 
-__all__ = ["SPLIT_NAMES", "PairRecord", "PairSet", "normalize_split", "normalize_view"]
+__all__ = [
+    "ALL_SPLITS",
+    "SPLIT_NAMES",
+    "PairRecord",
+    "PairSet",
+    "normalize_split",
+    "normalize_view",
+    "split_option",
+]
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-SOURCES: tuple[str, ...] = ("mimic-dicom", "mimic-jpg", "iu-xray", "manifest", "labels-only")
+ALL_SPLITS = "all"
+"""The ``--split`` value that selects every split."""
 
 _SPLIT_ALIASES = {
     "train": "train",
@@ -51,6 +60,20 @@ def normalize_split(value: object) -> str | None:
     if value is None or value != value:  # None or NaN
         return None
     return _SPLIT_ALIASES.get(str(value).strip().lower())
+
+
+def split_option(value: object) -> str | None:
+    """The split a ``--split``/``split=`` option selects: ``train``/``val``/``test`` through
+    :func:`normalize_split`, ``None`` (every split) for ``all``, blank or ``None``; an unknown
+    name is a :class:`ValueError`."""
+    if value is None or str(value).strip().lower() in ("", ALL_SPLITS):
+        return None
+    key = normalize_split(value)
+    if key is None:
+        raise ValueError(
+            f"unknown split {value!r}; use one of {', '.join(SPLIT_NAMES)} or {ALL_SPLITS}"
+        )
+    return key
 
 
 def normalize_view(value: object) -> str | None:
@@ -128,40 +151,14 @@ class PairSet:
         return Counter(r.split for r in self.records)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per record; ``image_path`` as a string (``None`` if absent), ``labels`` and
-        ``sections`` as dict objects."""
-        cols = [
-            "id",
-            "image_path",
-            "report",
-            "patient_id",
-            "study_id",
-            "view",
-            "split",
-            "labels",
-            "study_date",
-            "sections",
-            "source",
-            "metadata",
-        ]
-        rows = [
-            (
-                r.id,
-                None if r.image_path is None else str(r.image_path),
-                r.report,
-                r.patient_id,
-                r.study_id,
-                r.view,
-                r.split,
-                r.labels,
-                r.study_date,
-                r.sections,
-                r.source,
-                r.metadata,
-            )
-            for r in self.records
-        ]
-        return pd.DataFrame(rows, columns=cols)
+        """One row per record, one column per :class:`PairRecord` field; ``image_path`` as a
+        string (``None`` if absent), ``labels``, ``sections`` and ``metadata`` as dict objects."""
+        cols = [f.name for f in fields(PairRecord)]
+        frame = pd.DataFrame(
+            [[getattr(r, c) for c in cols] for r in self.records], columns=cols, dtype=object
+        )
+        frame["image_path"] = [None if p is None else str(p) for p in frame["image_path"]]
+        return frame
 
     def __repr__(self) -> str:
         return (

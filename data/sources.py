@@ -29,6 +29,10 @@ input goes to ``PairSet.skipped`` (a :class:`SkipLog`) with its reason. A single
 raises; a path that is no known layout raises :class:`InputError` ``"unrecognised layout"`` at
 once.
 
+Commands open a source with :func:`open_records`: the same, with their ``--split`` and
+``--views`` values read in one place (``all`` keeps everything) and an error when no record is
+left.
+
 Splits: the official MIMIC split file when there is one (``validate`` -> ``val``), a manifest's
 ``split`` column, else :func:`radalign.data.splits.assign_splits` by patient (falling back to
 study id, then record id), patient-consistently with any splits already given.
@@ -55,6 +59,7 @@ from radalign.data.records import (
     PairSet,
     normalize_split,
     normalize_view,
+    split_option,
 )
 from radalign.data.sections import (
     SECTION_CHOICES,
@@ -72,7 +77,9 @@ __all__ = [
     "NIH_LABELS",
     "detect_layout",
     "label_sentence",
+    "open_records",
     "open_source",
+    "views_option",
 ]
 
 LAYOUTS: tuple[str, ...] = ("mimic-dicom", "mimic-jpg", "iu-xray", "manifest", "shards")
@@ -208,9 +215,10 @@ def open_source(
 
     ``layout``            ``"auto"`` (detect), or ``mimic-dicom``, ``mimic-jpg``, ``iu-xray``,
                           ``manifest``.
-    ``split``             keep one split only (``train``/``val``/``test``; ``validate`` = ``val``).
-    ``views``             keep these view positions (default frontal ``PA``/``AP``; ``None`` keeps
-                          all). Views are normalised (``AP Supine`` -> ``AP``, ``L`` -> ``LATERAL``).
+    ``split``             keep one split only (``train``/``val``/``test``; ``validate`` = ``val``;
+                          ``all`` or ``None`` keeps every split).
+    ``views``             keep these view positions (default frontal ``PA``/``AP``; ``None`` or
+                          ``all`` keeps all; a string may list several, ``"PA,AP"``). Views are normalised (``AP Supine`` -> ``AP``, ``L`` -> ``LATERAL``).
     ``keep_unknown_view`` keep rows without a view when filtering; default: no for MIMIC (a blank
                           ViewPosition there is mostly not a standard frontal), yes for IU X-ray and
                           manifests (which often leave the view blank).
@@ -242,10 +250,8 @@ def open_source(
     path = Path(path)
     if section not in SECTION_CHOICES:
         raise ValueError(f"section must be one of {', '.join(SECTION_CHOICES)}; got {section!r}")
-    if split is not None and normalize_split(split) is None:
-        raise ValueError(f"unknown split {split!r}; use train, val or test")
-    if isinstance(views, str):
-        views = (views,)
+    split = split_option(split)  # train/val/test (aliases such as validate), None for all
+    views = views_option(views)
     view_set = None if views is None else frozenset(filter(None, map(normalize_view, views)))
     key = _LAYOUT_ALIASES.get(str(layout).lower())
     if key is None:
@@ -267,7 +273,7 @@ def open_source(
             f"valid: {sorted(allowed)}"
         )
     opts = _Options(
-        split=normalize_split(split),
+        split=split,
         views=view_set,
         one_image_per_study=one_image_per_study,
         section=section,
@@ -286,6 +292,45 @@ def open_source(
     if key == "iu-xray":
         return _open_iu(path, opts, **kw)
     return _open_manifest(path, opts, **kw)
+
+
+def views_option(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """The views a ``--views``/``views=`` option keeps: ``None`` (every view) for ``all`` or
+    ``None``; a comma-separated string or names as a tuple (normalised by :func:`open_source`)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() == "all":
+            return None
+        value = value.split(",")
+    views = tuple(str(v).strip() for v in value if v is not None and str(v).strip())
+    if not views:
+        raise ValueError("no views given; name them (e.g. PA,AP) or use all")
+    return views
+
+
+def open_records(
+    path: str | os.PathLike,
+    *,
+    split: str | None = None,
+    views: str | Iterable[str] | None = ("PA", "AP"),
+    **options,
+) -> PairSet:
+    """The records of one source as a command selects them: :func:`open_source` (``split`` read
+    by :func:`~radalign.data.records.split_option`, ``views`` by :func:`views_option`: ``all``
+    keeps everything), and a :class:`ValueError` saying what was left out when no record is
+    left. The returned :class:`PairSet` carries what was skipped and filtered."""
+    pairs = open_source(path, split=split, views=views, **options)
+    if not pairs.records:
+        why = [f"{reason} {n}" for reason, n in pairs.filtered.most_common() if n]
+        if len(pairs.skipped):
+            why.append(pairs.skipped.summary())
+        chosen = split_option(split)
+        where = f" in split {chosen}" if chosen else ""
+        raise ValueError(
+            f"{path}: no records{where}" + (f" (left out: {'; '.join(why)})" if why else "")
+        )
+    return pairs
 
 
 def detect_layout(path: str | os.PathLike) -> str:

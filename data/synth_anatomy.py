@@ -255,7 +255,7 @@ def sample_findings(
             names = [d for d, p in P_DISEASE.items() if rng.random() < p]
     findings = [sample_finding(rng, n, view) for n in names]
     if rng.random() < P_DEVICES.get(view, 0.1):
-        kinds = {"et_tube", "central_line", "pacemaker", "enteric_tube"}
+        kinds = set(DEVICE_KINDS)  # at most one device of each kind
         n_dev = 1 if rng.random() < 0.7 else 2
         for _ in range(n_dev):
             dev = sample_finding(rng, "Support Devices", view)

@@ -71,6 +71,82 @@ def zone_phrase(side: str, zone: str | None, rng: np.random.Generator) -> str:
 # positive statements: (findings-section sentence, impression sentence)
 
 
+#: Pleural effusion findings sentences, bilateral (True) or one-sided; ``{size}``/``{Size}`` and
+#: ``{side}`` filled in.
+_EFFUSION_TEXT: dict[bool, tuple[str, ...]] = {
+    True: (
+        "{Size} bilateral pleural effusions.",
+        "There are {size} bilateral pleural effusions with blunting of both costophrenic angles.",
+    ),
+    False: (
+        "{Size} {side} pleural effusion.",
+        "There is a {size} {side}-sided pleural effusion with blunting of the costophrenic angle.",
+        "{Size} {side} pleural effusion is present.",
+        "Blunting of the {side} costophrenic angle is consistent with a {size} pleural effusion.",
+    ),
+}
+#: Lung lesions by kind: findings-sentence and impression choices, with ``{cm}`` the size and
+#: ``{zp}``/``{Zp}`` the zone phrase.
+_LESION_TEXT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "nodule": (
+        (
+            "A {cm} cm nodule in the {zp}.",
+            "There is a {cm} cm rounded nodule projecting over the {zp}.",
+            "{cm} cm pulmonary nodule in the {zp}.",
+        ),
+        (
+            "{cm} cm {zp} nodule. Recommend chest CT for further evaluation.",
+            "{Zp} nodule measuring {cm} cm.",
+        ),
+    ),
+    "mass": (
+        (
+            "A {cm} cm mass in the {zp}.",
+            "There is a {cm} cm mass in the {zp}, concerning for malignancy.",
+            "Large {cm} cm rounded mass in the {zp}.",
+        ),
+        ("{cm} cm {zp} mass, concerning for malignancy.", "{Zp} mass measuring {cm} cm."),
+    ),
+}
+#: Support devices by kind: findings-sentence choices and the impression sentence, with
+#: ``{d}`` the tube tip's distance above the carina in cm and ``{side}``/``{Side}`` its side.
+_DEVICE_TEXT: dict[str, tuple[tuple[str, ...], str]] = {
+    "et_tube": (
+        (
+            "Endotracheal tube terminates {d} cm above the carina.",
+            "The endotracheal tube tip is {d} cm above the carina.",
+            "ET tube in standard position, {d} cm above the carina.",
+        ),
+        "Endotracheal tube {d} cm above the carina.",
+    ),
+    "central_line": (
+        (
+            "{Side} internal jugular central venous catheter terminates in the mid SVC.",
+            "{Side} IJ central line with tip in the lower SVC.",
+            "A {side}-sided central venous catheter ends in the SVC.",
+        ),
+        "{Side} IJ central line tip in the SVC.",
+    ),
+    "pacemaker": (
+        (
+            "{Side}-sided pacemaker with lead in standard position.",
+            "{Side} chest wall pacemaker device with intact lead.",
+            "Pacemaker generator overlies the {side} chest wall with the lead in the "
+            "expected position.",
+        ),
+        "{Side}-sided pacemaker in place.",
+    ),
+    "enteric_tube": (
+        (
+            "Enteric tube courses below the diaphragm with tip in the stomach.",
+            "Nasogastric tube terminates in the stomach.",
+            "An orogastric tube extends into the stomach.",
+        ),
+        "Enteric tube in the stomach.",
+    ),
+}
+
+
 def _positive(f: Finding, rng: np.random.Generator) -> tuple[Sentence, Sentence]:
     c = rng.integers
     side = f.laterality or ""
@@ -79,34 +155,14 @@ def _positive(f: Finding, rng: np.random.Generator) -> tuple[Sentence, Sentence]
     if n == "Pleural Effusion":
         lab = {n: -1.0 if hedge else 1.0}
         size = f.size or "small"
-        if side == "bilateral":
-            if hedge:
-                s = f"Possible {size} bilateral pleural effusions."
-                return (s, lab), (s, lab)
-            fs = _choice(
-                rng,
-                [
-                    f"{_cap(size)} bilateral pleural effusions.",
-                    f"There are {size} bilateral pleural effusions with blunting of both "
-                    "costophrenic angles.",
-                ],
-            )
-            return (fs, lab), (f"{_cap(size)} bilateral pleural effusions.", lab)
+        bilateral = side == "bilateral"
+        noun = "pleural effusions" if bilateral else "pleural effusion"
         if hedge:
-            s = f"Possible {size} {side} pleural effusion."
+            s = f"Possible {size} {side} {noun}."
             return (s, lab), (s, lab)
-        fs = _choice(
-            rng,
-            [
-                f"{_cap(size)} {side} pleural effusion.",
-                f"There is a {size} {side}-sided pleural effusion with blunting of the "
-                "costophrenic angle.",
-                f"{_cap(size)} {side} pleural effusion is present.",
-                f"Blunting of the {side} costophrenic angle is consistent with a {size} "
-                "pleural effusion.",
-            ],
-        )
-        return (fs, lab), (f"{_cap(size)} {side} pleural effusion.", lab)
+        options = _EFFUSION_TEXT[bilateral]
+        fs = _choice(rng, options).format(size=size, Size=_cap(size), side=side)
+        return (fs, lab), (f"{_cap(size)} {side} {noun}.", lab)
 
     if n == "Cardiomegaly":
         adj = {"mild": "mild", "moderate": "moderate", "severe": "marked"}[f.size or "mild"]
@@ -273,83 +329,17 @@ def _positive(f: Finding, rng: np.random.Generator) -> tuple[Sentence, Sentence]
             s = f"Possible {cm} cm {word} in the {zp}."
             return (s, {n: -1.0}), (s, {n: -1.0})
         lab = {n: 1.0}
-        if word == "nodule":
-            fs = _choice(
-                rng,
-                [
-                    f"A {cm} cm nodule in the {zp}.",
-                    f"There is a {cm} cm rounded nodule projecting over the {zp}.",
-                    f"{cm} cm pulmonary nodule in the {zp}.",
-                ],
-            )
-            imp = _choice(
-                rng,
-                [
-                    f"{cm} cm {zp} nodule. Recommend chest CT for further evaluation.",
-                    f"{_cap(zp)} nodule measuring {cm} cm.",
-                ],
-            )
-        else:
-            fs = _choice(
-                rng,
-                [
-                    f"A {cm} cm mass in the {zp}.",
-                    f"There is a {cm} cm mass in the {zp}, concerning for malignancy.",
-                    f"Large {cm} cm rounded mass in the {zp}.",
-                ],
-            )
-            imp = _choice(
-                rng,
-                [
-                    f"{cm} cm {zp} mass, concerning for malignancy.",
-                    f"{_cap(zp)} mass measuring {cm} cm.",
-                ],
-            )
+        findings, impressions = _LESION_TEXT[word]
+        words = {"cm": cm, "zp": zp, "Zp": _cap(zp)}
+        fs = _choice(rng, findings).format(**words)
+        imp = _choice(rng, impressions).format(**words)
         return (fs, lab), (imp, lab)
 
     if n == "Support Devices":
         lab = {n: 1.0}
-        if f.kind == "et_tube":
-            d = int(f.extra.get("tip_cm", 4))
-            fs = _choice(
-                rng,
-                [
-                    f"Endotracheal tube terminates {d} cm above the carina.",
-                    f"The endotracheal tube tip is {d} cm above the carina.",
-                    f"ET tube in standard position, {d} cm above the carina.",
-                ],
-            )
-            return (fs, lab), (f"Endotracheal tube {d} cm above the carina.", lab)
-        if f.kind == "central_line":
-            fs = _choice(
-                rng,
-                [
-                    f"{_cap(side)} internal jugular central venous catheter terminates in the mid SVC.",
-                    f"{_cap(side)} IJ central line with tip in the lower SVC.",
-                    f"A {side}-sided central venous catheter ends in the SVC.",
-                ],
-            )
-            return (fs, lab), (f"{_cap(side)} IJ central line tip in the SVC.", lab)
-        if f.kind == "pacemaker":
-            fs = _choice(
-                rng,
-                [
-                    f"{_cap(side)}-sided pacemaker with lead in standard position.",
-                    f"{_cap(side)} chest wall pacemaker device with intact lead.",
-                    f"Pacemaker generator overlies the {side} chest wall with the lead in the "
-                    "expected position.",
-                ],
-            )
-            return (fs, lab), (f"{_cap(side)}-sided pacemaker in place.", lab)
-        fs = _choice(
-            rng,
-            [
-                "Enteric tube courses below the diaphragm with tip in the stomach.",
-                "Nasogastric tube terminates in the stomach.",
-                "An orogastric tube extends into the stomach.",
-            ],
-        )
-        return (fs, lab), ("Enteric tube in the stomach.", lab)
+        options, impression = _DEVICE_TEXT.get(f.kind, _DEVICE_TEXT["enteric_tube"])
+        words = {"d": int(f.extra.get("tip_cm", 4)), "side": side, "Side": _cap(side)}
+        return (_choice(rng, options).format(**words), lab), (impression.format(**words), lab)
     raise ValueError(f"no phrasing for {n!r}")
 
 

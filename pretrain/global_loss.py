@@ -101,25 +101,23 @@ class GlobalContrastiveLoss(nn.Module):
         _check_pairs(u, t)
         s = logit_scale_value(logit_scale, self.max_logit_scale)
         rank, world = world_info()
-        rows_u = u  # the images whose rows the image→report cross-entropy scores
-        if self.gather and world > 1:
+        gathered = self.gather and world > 1
+        if gathered and self.local_loss:  # own rows against every rank's columns
             all_u, all_t = all_gather_with_grad(u), all_gather_with_grad(t)
-            if self.local_loss:
-                logits_img = s * u @ all_t.T
-                logits_txt = s * t @ all_u.T
-                labels = torch.arange(u.shape[0], device=u.device) + rank * u.shape[0]
-            else:
-                logits_img = s * all_u @ all_t.T
-                logits_txt = logits_img.T
-                labels = torch.arange(all_u.shape[0], device=u.device)
-                rows_u = all_u
-                if hard_negatives is not None:
-                    h, valid = hard_negatives
-                    hard_negatives = (all_gather_with_grad(h), all_gather_no_grad(valid))
-        else:
-            logits_img = s * u @ t.T
+            rows_u = u  # the images whose rows the image→report cross-entropy scores
+            logits_img = s * u @ all_t.T
+            logits_txt = s * t @ all_u.T
+            labels = torch.arange(u.shape[0], device=u.device) + rank * u.shape[0]
+        else:  # the full square: every rank's pairs when gathered, else this rank's
+            rows_u, cols_t = (
+                (all_gather_with_grad(u), all_gather_with_grad(t)) if gathered else (u, t)
+            )
+            if gathered and hard_negatives is not None:
+                h, valid = hard_negatives
+                hard_negatives = (all_gather_with_grad(h), all_gather_no_grad(valid))
+            logits_img = s * rows_u @ cols_t.T
             logits_txt = logits_img.T
-            labels = torch.arange(u.shape[0], device=u.device)
+            labels = torch.arange(rows_u.shape[0], device=u.device)
         logits_i2t = logits_img
         if hard_negatives is not None:
             h, valid = hard_negatives

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from radalign.cli_options import add_command
+from radalign.cli_options import add_command, add_window_option
 
 EXAMPLES = """examples:
   radalign data synth --out runs/phantoms --n 2000 --seed 0
@@ -25,12 +25,7 @@ def add_parser(sub) -> None:
         examples=EXAMPLES,
     )
     dsub = p.add_subparsers(dest="data_command", metavar="{synth,check,prepare}", required=True)
-    s = add_command(
-        dsub,
-        "synth",
-        help="write synthetic MIMIC-shaped (image, report) pairs",
-        examples=EXAMPLES,
-    )
+    s = _action(dsub, "synth", "write synthetic MIMIC-shaped (image, report) pairs", run_synth)
     s.add_argument("--out", required=True, help="output folder (gets dicom/ and/or jpg/ roots)")
     s.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
     s.add_argument("--seed", type=int, default=0)
@@ -38,32 +33,24 @@ def add_parser(sub) -> None:
     s.add_argument("--layouts", nargs="+", default=["dicom", "jpg"], choices=["dicom", "jpg"])
     s.add_argument("--workers", type=int, default=1)
     s.add_argument(
-        "--plant-anomalies", nargs="?", type=float, const=0.025, default=None, metavar="RATE",
+        "--plant-anomalies",
+        nargs="?",
+        type=float,
+        const=0.025,
+        default=None,
+        metavar="RATE",
         help="write OUT/clean and a copy OUT/planted with every audit anomaly type planted at "
         "RATE per type (default 0.025), with truth.csv per layout",
     )
     s.add_argument("--drift-mode", choices=["time", "site"], default="time",
                    help="planted drift: the last 20%% of dates, or a second site")  # fmt: skip
-    s.set_defaults(run=run_synth)
-    c = add_command(
-        dsub,
-        "check",
-        help="count pairs, splits, views, problems in a dataset",
-        examples=EXAMPLES,
-    )
-    c.add_argument("source", help="MIMIC-CXR root, IU X-ray root, or a CSV/Parquet manifest")
+    c = _action(dsub, "check", "count pairs, splits, views, problems in a dataset", run_check)
+    _source_options(c)
     c.add_argument("--decode", action="store_true", help="also decode every image")
-    c.add_argument("--section", default="findings+impression")
-    c.add_argument("--all-views", action="store_true", help="keep lateral views too")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
-    c.set_defaults(run=run_check)
-    r = add_command(
-        dsub,
-        "prepare",
-        help="decode every image once into resized, lossless WebDataset shards",
-        examples=EXAMPLES,
-    )
-    r.add_argument("source", help="any source `data check` reads (MIMIC, IU X-ray, manifest)")
+    prepare_help = "decode every image once into resized, lossless WebDataset shards"
+    r = _action(dsub, "prepare", prepare_help, run_prepare)
+    _source_options(r)
     r.add_argument(
         "--out", required=True, help="output folder (resumes a killed run of the same job)"
     )
@@ -71,13 +58,26 @@ def add_parser(sub) -> None:
     r.add_argument("--dtype", choices=["uint8", "uint16"], default="uint8", help="stored pixels")
     r.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     r.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
-    r.add_argument("--section", default="findings+impression")
-    r.add_argument("--split", default=None, help="prepare one split only")
-    r.add_argument("--all-views", action="store_true", help="keep lateral views too")
-    r.add_argument("--window", choices=["header", "full", "percentile"], default="header")
+    r.add_argument("--split", default=None, help="prepare one split only (train, val, test)")
+    add_window_option(r)
     r.add_argument("--overwrite", action="store_true", help="replace a different earlier job")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.set_defaults(run=run_prepare)
+
+
+def _action(dsub, name: str, help: str, run) -> argparse.ArgumentParser:
+    """The parser of ``radalign data NAME``, which runs ``run``."""
+    parser = add_command(dsub, name, help=help, examples=EXAMPLES)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    """The source, its report section and ``--all-views`` of ``check`` and ``prepare``."""
+    parser.add_argument("source", help="MIMIC-CXR root, IU X-ray root, or a CSV/Parquet manifest")
+    parser.add_argument(
+        "--section", default="findings+impression", help="report section to keep (default)"
+    )
+    parser.add_argument("--all-views", action="store_true", help="keep lateral views too")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -126,6 +126,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from radalign.data.prepare import prepare
+    from radalign.data.records import split_option
 
     summary = prepare(
         args.source,
@@ -136,7 +137,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         views=None if args.all_views else ("PA", "AP"),
         section=args.section,
-        split=args.split,
+        split=split_option(args.split),
         window=args.window,
         overwrite=args.overwrite,
         progress=not args.no_progress,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from radalign.cli_options import add_command
+from radalign.run_folder import RunFolder
 
 TRAIN_SEED, TEST_SEED = 0, 1
 EXAMPLES = """examples:
@@ -53,8 +54,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder.demo(args.out)
+    run.root.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
     stages = [
         ("phantoms", _phantoms),
@@ -69,25 +70,25 @@ def run(args: argparse.Namespace) -> int:
     state: dict = {}
     for name, stage in stages:
         start = time.perf_counter()
-        line, numbers = stage(args, out, state)
+        line, numbers = stage(args, run, state)
         seconds = time.perf_counter() - start
         summary[name] = {**numbers, "seconds": round(seconds, 1)}
         print(f"[{name:>8}] {line} ({seconds:.0f} s)", flush=True)
     summary["total_seconds"] = round(time.perf_counter() - total, 1)
     from radalign.encoders.atomic import atomic_write
 
-    with atomic_write(out / "demo.json", mode="w", encoding="utf-8") as fh:
+    with atomic_write(run.summary_path, mode="w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)
-    print(f"done in {summary['total_seconds']:.0f} s; everything is in {out} (demo.json)")
+    print(f"done in {summary['total_seconds']:.0f} s; everything is in {run.root} (demo.json)")
     return 0
 
 
-def _phantoms(args, out: Path, state: dict):
+def _phantoms(args, run: RunFolder, state: dict):
     from radalign.data.synth import synthesize
 
     sets = {
-        "train": (out / "phantoms", args.n, TRAIN_SEED, (0.9, 0.1, 0.0)),
-        "test": (out / "phantoms-test", args.n_test, TEST_SEED, (0.0, 0.0, 1.0)),
+        "train": (run.phantoms_dir, args.n, TRAIN_SEED, (0.9, 0.1, 0.0)),
+        "test": (run.phantoms_test_dir, args.n_test, TEST_SEED, (0.0, 0.0, 1.0)),
     }
     made = {}
     for name, (root, n, seed, fractions) in sets.items():
@@ -95,7 +96,7 @@ def _phantoms(args, out: Path, state: dict):
             made[name] = synthesize(root, n=n, seed=seed, layouts=("jpg",),
                                     split_fractions=fractions, workers=max(args.workers, 1))  # fmt: skip
     if not made:
-        return f"reusing {out / 'phantoms'} and {out / 'phantoms-test'}", {"reused": True}
+        return f"reusing {run.phantoms_dir} and {run.phantoms_test_dir}", {"reused": True}
     numbers = {f"{k}_studies": v.n_studies for k, v in made.items()}
     numbers.update({f"{k}_images": v.n_images for k, v in made.items()})
     line = "; ".join(
@@ -105,16 +106,15 @@ def _phantoms(args, out: Path, state: dict):
     return line, numbers
 
 
-def _pretrain(args, out: Path, state: dict):
+def _pretrain(args, run: RunFolder, state: dict):
     import radalign
     from radalign.pretrain.config import load_train_config
     from radalign.pretrain.trainer import pretrain
 
-    run_dir = out / "pretrain"
-    model_dir = run_dir / "model"
+    model_dir = run.model_dir
     overrides = [
-        f"output_dir={run_dir}",
-        f"data.phantoms_dir={out / 'phantoms'}",
+        f"output_dir={run.train_dir}",
+        f"data.phantoms_dir={run.phantoms_dir}",
         "data.phantoms_layout=jpg",
         f"data.num_workers={args.workers}",
     ] + ([f"max_steps={args.steps}"] if args.steps else [])
@@ -123,7 +123,7 @@ def _pretrain(args, out: Path, state: dict):
     if (model_dir / "config.json").is_file():
         line, numbers = f"reusing {model_dir}", {"reused": True}
     else:
-        result = pretrain(config, resume=(run_dir / "checkpoints").is_dir())
+        result = pretrain(config, resume=run.checkpoints_dir.is_dir())
         cached_rows = result.text_cache.rows if result.text_cache else None
         losses = [r["train/loss"] for r in result.history if "train/loss" in r]
         val = [r for r in result.history if "val/i2t_R@10" in r]
@@ -135,6 +135,9 @@ def _pretrain(args, out: Path, state: dict):
         if val:
             numbers["val_i2t_R@10"] = val[-1]["val/i2t_R@10"]
             line += f", val image->report R@10 {val[-1]['val/i2t_R@10']:.2f}"
+    info = run.info()  # run.json: the precision training used, and why
+    if info is not None:
+        numbers["precision"] = info.precision_used
     state["model"] = radalign.load(model_dir).eval()
     state["text_cache"] = None
     if config.optim.freeze_text:  # the report tower is the shipped one: reuse its features
@@ -146,7 +149,7 @@ def _pretrain(args, out: Path, state: dict):
     return line, numbers
 
 
-def _index(args, out: Path, state: dict):
+def _index(args, run: RunFolder, state: dict):
     import dataclasses
 
     from radalign.pretrain.data import load_pairs
@@ -154,9 +157,9 @@ def _index(args, out: Path, state: dict):
     from radalign.retrieval.search import open_index
 
     pairs = load_pairs(state["data"])
-    test_data = dataclasses.replace(state["data"], phantoms_dir=str(out / "phantoms-test"))
+    test_data = dataclasses.replace(state["data"], phantoms_dir=str(run.phantoms_test_dir))
     state["test"] = load_pairs(test_data).split("test")
-    index_dir = out / "report-index"
+    index_dir = run.index_dir
     if (index_dir / "index.json").is_file():
         state["index"] = open_index(state["model"], index_dir)
         return f"reusing {index_dir}", {"reused": True}
@@ -171,7 +174,7 @@ def _index(args, out: Path, state: dict):
     return f"{len(index)} training reports indexed in {index_dir}", {"reports": len(index)}
 
 
-def _zeroshot(args, out: Path, state: dict):
+def _zeroshot(args, run: RunFolder, state: dict):
     from radalign.encoders.atomic import atomic_write
     from radalign.encoders.embed import embed_pairs
     from radalign.zeroshot.classifier import PromptClassifier
@@ -186,15 +189,15 @@ def _zeroshot(args, out: Path, state: dict):
     clf = PromptClassifier(model, "chexpert")
     state["classifier"] = clf
     probs = clf.predict(images.vectors, images.metadata["id"].tolist())
-    truth = _phantom_truth(out / "phantoms-test", clf.classes)
+    truth = _phantom_truth(run.phantoms_test_dir, clf.classes)
     table = evaluate(probs, truth.reindex(probs.index), n_boot=200)
-    with atomic_write(out / "zeroshot-eval.csv", mode="w", encoding="utf-8", newline="") as fh:
+    with atomic_write(run.zeroshot_eval, mode="w", encoding="utf-8", newline="") as fh:
         table.to_csv(fh, index=False)
     preds = probs.copy()
     preds.insert(0, "image_path", images.metadata["path"].to_numpy())
     for c in truth.columns:
         preds[f"true:{c}"] = truth[c].reindex(probs.index).to_numpy()
-    with atomic_write(out / "zeroshot-preds.csv", mode="w", encoding="utf-8", newline="") as fh:
+    with atomic_write(run.zeroshot_preds, mode="w", encoding="utf-8", newline="") as fh:
         preds.to_csv(fh, index_label="id")
     macro = float(table.loc[table["class"] == "macro", "auroc"].iloc[0])
     per = table[table["class"] != "macro"].set_index("class")["auroc"]
@@ -215,7 +218,7 @@ def _phantom_truth(root: Path, classes: list[str], key: str = "dicom_id"):
     return truth.set_index(key)[[c for c in classes if c in truth.columns]]
 
 
-def _retrieve(args, out: Path, state: dict):
+def _retrieve(args, run: RunFolder, state: dict):
     from radalign.encoders.atomic import atomic_write
     from radalign.retrieval.evaluate import recall_at_k
 
@@ -236,10 +239,10 @@ def _retrieve(args, out: Path, state: dict):
                         "hits": hits})  # fmt: skip
         if i < 3:
             lines.append(f'{rec.id[:8]} -> "{hits[0]["report"][:60]}..."')
-    with atomic_write(out / "retrieval.json", mode="w", encoding="utf-8") as fh:
+    with atomic_write(run.retrieval_json, mode="w", encoding="utf-8") as fh:
         json.dump(gallery, fh, indent=2)
     precision, chance = _label_match_precision(
-        out, images.metadata["id"].tolist(), meta, res.indices
+        run, images.metadata["id"].tolist(), meta, res.indices
     )
     u = state["pair_u"]
     recall = recall_at_k(u, state["pair_t"])["query_to_gallery"]
@@ -253,7 +256,7 @@ def _retrieve(args, out: Path, state: dict):
 
 
 def _label_match_precision(
-    out: Path, query_ids: list[str], meta, hits: np.ndarray
+    run: RunFolder, query_ids: list[str], meta, hits: np.ndarray
 ) -> tuple[float, float]:
     """``(precision, chance)``: the share of each test scan's top retrieved training reports
     whose study has exactly the scan's planted findings (the same set of positive labels),
@@ -268,8 +271,8 @@ def _label_match_precision(
         truth = truth[~truth.index.duplicated()]
         return {i: frozenset(truth.columns[row == 1]) for i, row in zip(truth.index, truth.values)}
 
-    query = label_sets(out / "phantoms-test", "dicom_id")
-    studies = label_sets(out / "phantoms", "study_id")
+    query = label_sets(run.phantoms_test_dir, "dicom_id")
+    studies = label_sets(run.phantoms_dir, "study_id")
     found = [studies.get(str(s)) for s in meta["study_id"]]
     retrieved = [[found[int(j)] for j in row] for row in hits]
     precision = label_match_precision_at_k([query[q] for q in query_ids], retrieved, hits.shape[1])
@@ -278,7 +281,7 @@ def _label_match_precision(
     return precision, float(chance)
 
 
-def _flags(args, out: Path, state: dict):
+def _flags(args, run: RunFolder, state: dict):
     from radalign.encoders.atomic import atomic_write
     from radalign.zeroshot.mismatch import MismatchScorer, evaluate_planted, flag_pairs
 
@@ -291,7 +294,7 @@ def _flags(args, out: Path, state: dict):
     table.insert(0, "id", ids)
     table.insert(1, "image_path", [str(by_id[i].image_path) for i in ids])
     table.insert(2, "report", [by_id[i].report for i in ids])
-    with atomic_write(out / "flags.csv", mode="w", encoding="utf-8", newline="") as fh:
+    with atomic_write(run.flags_csv, mode="w", encoding="utf-8", newline="") as fh:
         table.sort_values("score", ascending=False).to_csv(fh, index=False)
     aurocs = evaluate_planted(
         model,
@@ -309,18 +312,18 @@ def _flags(args, out: Path, state: dict):
     )
 
 
-def _report(args, out: Path, state: dict):
+def _report(args, run: RunFolder, state: dict):
     from radalign.attention_maps import pointing_game_over
     from radalign.report import write_report
 
     loss = state["loss"]
     scans = [(r.id, str(r.image_path), r.report) for r in state["test"]]
     hits, total = pointing_game_over(
-        state["model"], scans, out / "phantoms-test" / "masks", tau1=loss.local_tau1,
+        state["model"], scans, run.phantoms_test_dir / "masks", tau1=loss.local_tau1,
         normalize=loss.local_normalize, limit=60,
     )  # fmt: skip
     game = hits / total if total else float("nan")
-    page = write_report(out, model=state["model"])
+    page = write_report(RunFolder.open(run.root), model=state["model"])
     return (
         f"pointing game {game:.2f} ({hits}/{total} finding words); report {page}",
         {"pointing_game": game, "pointing_hits": hits, "pointing_words": total},

@@ -61,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
         image_index=open_index(model, args.image_index) if args.image_index else None,
     )
     pairs, u, t, skipped = _embedded_pairs(
-        model, args.source, args.split, args.batch_size, args.precision
+        model, _open(args.source, args.split), args.batch_size, args.precision
     )
     reference = None
     if args.reference:
         ref_pairs, ru, rt, _ = _embedded_pairs(
-            model, args.reference, None, args.batch_size, args.precision
+            model, _open(args.reference, None), args.batch_size, args.precision
         )
         reference = scorer.score(ru, rt, ref_pairs["study_id"].tolist())["score"].to_numpy()
     classifier = PromptClassifier(model, args.prompts, precision=args.precision)
@@ -99,19 +99,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedded_pairs(model, source: str, split: str | None, batch_size: int, precision="auto"):
-    """The source's pairs with both an image and a report embedded, and what was skipped."""
+def _open(source: str, split: str | None):
+    """The (image, report) pairs of ``source`` (frontal views), with what it skipped."""
+    from radalign.data.sources import open_records
+
+    return open_records(source, split=split, require_images=True)
+
+
+def _embedded_pairs(model, pairset, batch_size: int, precision="auto"):
+    """The pairs of ``pairset`` with both an image and a report embedded, and what was
+    skipped (by the source and by the encoders)."""
     import pandas as pd
 
-    from radalign.data.sources import open_source
     from radalign.encoders.embed import embed_pairs
 
-    pairset = open_source(source, split=split)
-    records = [r for r in pairset.records if r.image_path is not None and r.report]
-    if not records:
-        raise ValueError(
-            f"no (image, report) pairs in {source}" + (f" split {split}" if split else "")
-        )
+    records = pairset.records
     embedded = embed_pairs(model, records, batch_size=batch_size, precision=precision)
     skipped = pairset.skipped
     skipped.rows.extend(embedded.skipped.rows)

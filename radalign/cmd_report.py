@@ -35,7 +35,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from radalign.report import write_report
+    from radalign.run_folder import RunFolder
 
-    path = write_report(args.run_dir, out=args.out, n_heatmaps=args.heatmaps)
+    run = RunFolder.open(args.run_dir)  # a folder that is no run fails here, before any work
+    path = write_report(run, out=args.out, n_heatmaps=args.heatmaps)
     print(path)
     return 0

@@ -43,7 +43,9 @@ def add_parser(sub) -> None:
     )
     ev = p.add_argument_group("evaluation (--eval)")
     ev.add_argument("--eval", metavar="SOURCE", default=None, help="dataset to evaluate on")
-    ev.add_argument("--split", default="test", help="split to evaluate (default test)")
+    ev.add_argument(
+        "--split", default="test", help="split to evaluate: train, val, test or all (default test)"
+    )
     ev.add_argument("--layout", default="auto", help="source layout (default: detect)")
     ev.add_argument("--ids", default=None, help="id list JSON: read if it exists, else written")
     ev.add_argument("--n", type=int, default=200, help="cases per class (default 200)")
@@ -102,12 +104,19 @@ def _format_from_suffix(out: str | None) -> str:
 
 
 def _evaluate(args: argparse.Namespace, model, device, precision) -> int:
-    from radalign.data.sources import open_source
+    from radalign.data.records import ALL_SPLITS, split_option
+    from radalign.data.sources import open_records
     from radalign.encoders.atomic import atomic_write
     from radalign.retrieval.evaluate import evaluate_retrieval, load_ids, make_5x200, save_ids
 
-    pairs = open_source(args.eval, layout=args.layout, split=args.split, one_image_per_study=True)
-    records = list(pairs)
+    pairs = open_records(
+        args.eval,
+        layout=args.layout,
+        split=args.split,
+        one_image_per_study=True,
+        require_images=True,
+    )
+    records = pairs.records
     if args.ids and Path(args.ids).is_file():
         selection = load_ids(args.ids)
         print(f"using the case ids in {args.ids}")
@@ -125,7 +134,7 @@ def _evaluate(args: argparse.Namespace, model, device, precision) -> int:
         **cli_options.encoder_kwargs(args, device, precision),
     )
     result["source"] = str(args.eval)
-    result["split"] = args.split
+    result["split"] = split_option(args.split) or ALL_SPLITS
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
         with atomic_write(Path(args.out), "w") as fh:

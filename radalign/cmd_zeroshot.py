@@ -153,11 +153,11 @@ def _inputs(args):
     """``(paths, ids, labels frame or None, note, SkipLog or None)`` from scans, --source or
     --labels (alone)."""
     if args.source or (args.labels and not args.scans):
-        records, where, skipped = _records(args.source or args.labels, args)
-        paths = [r.image_path for r in records]
-        ids = [r.id for r in records]
-        labels = _label_frame(records, ids, args.missing_labels)
-        return paths, ids, labels, f" from {where}", skipped
+        pairs = _open(args.source or args.labels, args.split, args.views)
+        paths = [r.image_path for r in pairs]
+        ids = [r.id for r in pairs]
+        labels = _label_frame(pairs.records, ids, args.missing_labels)
+        return paths, ids, labels, f" from {pairs.description or pairs.root}", pairs.skipped
 
     from radalign.encoders.imageio import list_images
 
@@ -172,9 +172,8 @@ def _inputs(args):
     if not paths:
         raise ValueError(f"no images found in {', '.join(args.scans)}")
     labels = None
-    if args.labels:
-        records, _, _ = _records(args.labels, args, split=None, all_views=True)
-        by_path = {_key(r.image_path): r for r in records if r.image_path is not None}
+    if args.labels:  # matched to the scans by path, so every split and view is kept
+        by_path = {_key(r.image_path): r for r in _open(args.labels, None, None)}
         matched = [by_path.get(_key(p)) for p in paths]
         n = sum(r is not None for r in matched)
         if n == 0:
@@ -185,22 +184,11 @@ def _inputs(args):
     return paths, ids, labels, "", None
 
 
-def _records(path: str, args, split: str | None | bool = True, all_views: bool = False):
-    """Records with an image from a source; ``split=True`` takes ``--split``; labels given for
-    explicit scans are matched by path, so every view is kept then."""
-    from radalign.data.sources import open_source
+def _open(path: str, split: str | None, views: str | None):
+    """The records of ``path`` that have an image (reports are not needed here)."""
+    from radalign.data.sources import open_records
 
-    if split is True:
-        split = None if args.split in ("all", "", None) else args.split
-    all_views = all_views or args.views.strip().lower() == "all"
-    views = None if all_views else [v.strip() for v in args.views.split(",") if v.strip()]
-    ps = open_source(path, split=split, views=views, require_report=False)
-    records = [r for r in ps.records if r.image_path is not None]
-    if not records:
-        raise ValueError(
-            f"{path}: no records with an image" + (f" in split {split}" if split else "")
-        )
-    return records, ps.description or str(path), ps.skipped
+    return open_records(path, split=split, views=views, require_report=False, require_images=True)
 
 
 def _label_frame(records, ids, missing: str):

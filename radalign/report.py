@@ -11,8 +11,6 @@ collect plain data (text, numbers, images) and the template escapes every value 
 from __future__ import annotations
 
 import base64
-import csv
-import json
 import logging
 import math
 import os
@@ -25,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from radalign import figures
+from radalign.encoders.errors import InputError
+from radalign.run_folder import PHANTOMS, PHANTOMS_TEST, RunFolder
 from radalign.zeroshot import metrics
 
 __all__ = ["write_report"]
@@ -33,10 +33,16 @@ log = logging.getLogger(__name__)
 
 MAX_FLAGS = 20
 MAX_WORDS_PER_SCAN = 6
-PHANTOM_FOLDERS = (
-    "phantoms-test",
-    "phantoms",
-)  # the demo's fresh test phantoms, its training phantoms
+PHANTOM_FOLDERS = (PHANTOMS_TEST, PHANTOMS)  # the demo's fresh test phantoms, its training ones
+
+#: The figures drawn from ``metrics.jsonl``: anchor, title, drawing function, what it needs,
+#: PNG name, alt text.
+CURVES = (
+    ("losses", "Loss curves", figures.loss_curves, "train/ losses", "loss-curves",
+     "training (solid) and validation (dashed) loss per component over steps"),
+    ("recall", "Validation recall", figures.recall_curves, "val/ recall rows", "val-recall",
+     "validation image-to-report and report-to-image recall at k over steps"),
+)  # fmt: skip
 
 TEMPLATE = "report.html.j2"  # beside this module; the page and its inline CSS
 
@@ -49,11 +55,15 @@ class _Page:
     that draws ``data``.
     """
 
-    run_dir: Path
+    run: RunFolder
     sections: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, bytes] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     thumbs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.root
 
     def img(self, name: str, png: bytes, alt: str, css: str = "") -> dict[str, str]:
         """Store ``png`` as ``name`` and return the template's image (a data URI, alt text)."""
@@ -75,39 +85,37 @@ class _Page:
 
 
 def write_report(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | RunFolder,
     out: str | os.PathLike | None = None,
     model=None,
     n_heatmaps: int = 4,
 ) -> Path:
     """Write ``index.html`` and its PNG figures to ``out`` (default ``RUN_DIR/report``).
 
-    ``model`` (a loaded :class:`RadAlignModel`) draws the attention heatmaps; by default it is
-    loaded from the run's ``model/`` folder. The folder is written atomically; returns the path
-    of ``index.html``.
+    ``run_dir`` is a run folder's path (checked by :meth:`RunFolder.open`) or an opened
+    :class:`RunFolder`. ``model`` (a loaded :class:`RadAlignModel`) draws the attention
+    heatmaps; by default it is loaded from the run's ``model/`` folder. The folder is written
+    atomically; returns the path of ``index.html``.
     """
     from radalign.encoders.atomic import atomic_dir
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run folder")
-    out = Path(out) if out is not None else run_dir / "report"
-    train_dir = run_dir / "pretrain" if (run_dir / "pretrain").is_dir() else run_dir
-    page = _Page(run_dir)
-    rows = _read_metrics(train_dir / "metrics.jsonl")
-    config_text = _read_text(train_dir / "config.yaml")
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder.open(run_dir)
+    out = Path(out) if out is not None else run.report_dir
+    page = _Page(run)
+    rows = run.metrics()
+    config_text = run.config_text()
 
-    _summary_section(page, run_dir / "demo.json")
-    _config_section(page, train_dir / "config.yaml", config_text)
-    _loss_section(page, rows, train_dir / "metrics.jsonl")
-    _recall_section(page, rows, train_dir / "metrics.jsonl")
-    _roc_section(page, run_dir / "zeroshot-preds.csv", run_dir / "zeroshot-eval.csv")
-    _eval_section(page, run_dir / "zeroshot-eval.csv")
-    _retrieval_section(page, run_dir / "retrieval.json")
-    _flags_section(page, run_dir / "flags.csv")
-    _attention_section(page, train_dir, config_text, model, n_heatmaps)
+    _summary_section(page)
+    _config_section(page, config_text)
+    for curve in CURVES:
+        _curve_section(page, rows, *curve)
+    _roc_section(page)
+    _eval_section(page)
+    _retrieval_section(page)
+    _flags_section(page)
+    _attention_section(page, config_text, model, n_heatmaps)
 
-    document = _render(page, run_dir)
+    document = _render(page)
     with atomic_dir(out) as tmp:
         for name, png in page.images.items():
             (tmp / name).write_bytes(png)
@@ -116,34 +124,6 @@ def write_report(
 
 
 # ---------------------------------------------------------------------------------- reading
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    rows: list[dict] = []
-    text = _read_text(path)
-    for line in (text or "").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def _read_csv(path: Path) -> list[dict[str, str]] | None:
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            return list(csv.DictReader(fh))
-    except (OSError, csv.Error):
-        return None
-
-
 def _float(value) -> float:
     try:
         return float(value)
@@ -199,15 +179,14 @@ def _thumb(page: _Page, scan_id: str, path: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------- sections
-def _summary_section(page: _Page, path: Path) -> None:
-    text = _read_text(path)
-    if text is None:
-        return  # not a demo run: nothing to summarise, and not worth a "missing" note
+def _summary_section(page: _Page) -> None:
     try:
-        summary = json.loads(text)
-    except json.JSONDecodeError:
-        page.absent("summary", "Demo summary", f"{path.name} is not valid JSON")
+        summary = page.run.summary()
+    except InputError:
+        page.absent("summary", "Demo summary", f"{page.run.summary_path.name} is not valid JSON")
         return
+    if summary is None:
+        return  # not a demo run: nothing to summarise, and not worth a "missing" note
     rows = []
     for stage, numbers in summary.items():
         if not isinstance(numbers, dict):
@@ -220,37 +199,40 @@ def _summary_section(page: _Page, path: Path) -> None:
     )
 
 
-def _config_section(page: _Page, path: Path, text: str | None) -> None:
+def _config_section(page: _Page, text: str | None) -> None:
+    path = page.run.config_path
     if text is None:
         page.absent("config", "Resolved config", f"no {path.name} in the run folder")
         return
     page.add("config", "Resolved config", "config", {"path": str(path), "text": text})
 
 
-def _loss_section(page: _Page, rows: list[dict], path: Path) -> None:
-    png = figures.loss_curves(rows) if rows else None
+def _curve_section(
+    page: _Page, rows: list[dict], anchor: str, title: str, draw, what: str, name: str, alt: str
+) -> None:
+    """A figure of ``metrics.jsonl``'s ``rows`` drawn by ``draw`` (``None``: nothing to draw)."""
+    png = draw(rows) if rows else None
     if png is None:
-        page.absent("losses", "Loss curves", f"no train/ losses in {path.name}")
+        page.absent(anchor, title, f"no {what} in {page.run.metrics_path.name}")
         return
-    alt = "training (solid) and validation (dashed) loss per component over steps"
-    page.add("losses", "Loss curves", "image", {"img": page.img("loss-curves", png, alt)})
+    page.add(anchor, title, "image", {"img": page.img(name, png, alt)})
 
 
-def _recall_section(page: _Page, rows: list[dict], path: Path) -> None:
-    png = figures.recall_curves(rows) if rows else None
-    if png is None:
-        page.absent("recall", "Validation recall", f"no val/ recall rows in {path.name}")
+def _rows(page: _Page, path: Path, anchor: str, title: str) -> list[dict[str, str]] | None:
+    """The rows of the run's CSV file ``path``; ``None``, and the section marked absent, when
+    it is missing, unreadable or empty."""
+    rows = RunFolder.table(path)
+    if not rows:
+        page.absent(anchor, title, f"no {path.name} in the run folder")
+        return None
+    return rows
+
+
+def _roc_section(page: _Page) -> None:
+    preds = _rows(page, page.run.zeroshot_preds, "roc", "ROC curves")
+    if preds is None:
         return
-    alt = "validation image-to-report and report-to-image recall at k over steps"
-    page.add("recall", "Validation recall", "image", {"img": page.img("val-recall", png, alt)})
-
-
-def _roc_section(page: _Page, preds_path: Path, eval_path: Path) -> None:
-    preds = _read_csv(preds_path)
-    if not preds:
-        page.absent("roc", "ROC curves", f"no {preds_path.name} in the run folder")
-        return
-    table = {r.get("class", ""): r for r in (_read_csv(eval_path) or [])}
+    table = {r.get("class", ""): r for r in (RunFolder.table(page.run.zeroshot_eval) or [])}
     classes = [c[len("true:") :] for c in preds[0] if c.startswith("true:") and c[5:] in preds[0]]
     curves, labels, rows = {}, {}, []
     for name in classes:
@@ -277,22 +259,17 @@ def _roc_section(page: _Page, preds_path: Path, eval_path: Path) -> None:
     page.add("roc", "ROC curves (zero-shot)", "roc", {"img": img, "rows": rows})
 
 
-def _eval_section(page: _Page, path: Path) -> None:
-    rows = _read_csv(path)
-    if not rows:
-        page.absent("evaluation", "Zero-shot evaluation", f"no {path.name} in the run folder")
-        return
-    page.add("evaluation", "Zero-shot evaluation", "table", _table(rows))
+def _eval_section(page: _Page) -> None:
+    rows = _rows(page, page.run.zeroshot_eval, "evaluation", "Zero-shot evaluation")
+    if rows is not None:
+        page.add("evaluation", "Zero-shot evaluation", "table", _table(rows))
 
 
-def _retrieval_section(page: _Page, path: Path) -> None:
-    text = _read_text(path)
-    try:
-        gallery = json.loads(text) if text is not None else None
-    except json.JSONDecodeError:
-        gallery = None
+def _retrieval_section(page: _Page) -> None:
+    gallery = page.run.gallery()
     if not gallery:
-        page.absent("retrieval", "Retrieval gallery", f"no usable {path.name} in the run folder")
+        name = page.run.retrieval_json.name
+        page.absent("retrieval", "Retrieval gallery", f"no usable {name} in the run folder")
         return
     items = []
     for item in gallery:
@@ -318,10 +295,9 @@ def _retrieval_section(page: _Page, path: Path) -> None:
     page.add("retrieval", "Retrieval gallery", "retrieval", {"cards": items})
 
 
-def _flags_section(page: _Page, path: Path) -> None:
-    rows = _read_csv(path)
-    if not rows:
-        page.absent("flags", "Flagged pairs", f"no {path.name} in the run folder")
+def _flags_section(page: _Page) -> None:
+    rows = _rows(page, page.run.flags_csv, "flags", "Flagged pairs")
+    if rows is None:
         return
     rows = sorted(rows, key=lambda r: -_nan_low(_float(r.get("score"))))[:MAX_FLAGS]
     shown = [
@@ -342,19 +318,15 @@ def _flags_section(page: _Page, path: Path) -> None:
     page.add("flags", "Flagged pairs", "flags", {"rows": shown, "n_flagged": n_flagged})
 
 
-def _scan_candidates(run_dir: Path) -> list[tuple[str, str, str]]:
+def _scan_candidates(run: RunFolder) -> list[tuple[str, str, str]]:
     """(id, image path, report) of test scans from retrieval.json and flags.csv, deduplicated."""
     seen: dict[str, tuple[str, str, str]] = {}
-    try:
-        gallery = json.loads(_read_text(run_dir / "retrieval.json") or "[]")
-    except json.JSONDecodeError:
-        gallery = []
-    for item in gallery if isinstance(gallery, list) else []:
+    for item in run.gallery() or []:
         if item.get("id") and item.get("true_report"):
             seen.setdefault(
                 str(item["id"]), (str(item["id"]), item["image_path"], item["true_report"])
             )
-    for r in _read_csv(run_dir / "flags.csv") or []:
+    for r in RunFolder.table(run.flags_csv) or []:
         if r.get("id") and r.get("report"):
             seen.setdefault(r["id"], (r["id"], r.get("image_path", ""), r["report"]))
     return list(seen.values())
@@ -396,28 +368,26 @@ def _load_masks(masks_dirs: list[Path], scan_id: str) -> dict[str, np.ndarray]:
         return {}
 
 
-def _attention_section(
-    page: _Page, train_dir: Path, config_text: str | None, model, n_heatmaps: int
-) -> None:
+def _attention_section(page: _Page, config_text: str | None, model, n_heatmaps: int) -> None:
     from radalign.attention_maps import finding_label, pointing_game, to_image, word_attention
 
     title = "Word–region attention"
     if n_heatmaps <= 0:
         page.absent("attention", title, "heatmaps turned off (--heatmaps 0)")
         return
-    run_dir = page.run_dir
+    run, run_dir = page.run, page.run_dir
     if model is None:
         from radalign.encoders.checkpoint import is_pretrained_dir
 
-        if not is_pretrained_dir(train_dir / "model"):
-            page.absent("attention", title, f"no saved model in {train_dir / 'model'}")
+        if not is_pretrained_dir(run.model_dir):
+            page.absent("attention", title, f"no saved model in {run.model_dir}")
             return
-    candidates = _scan_candidates(run_dir)
+    candidates = _scan_candidates(run)
     masks_dirs = [run_dir / folder / "masks" for folder in PHANTOM_FOLDERS]
     from_dataset = False
     if not candidates and config_text is not None:
         try:
-            candidates, masks_dirs = _dataset_candidates(train_dir / "config.yaml")
+            candidates, masks_dirs = _dataset_candidates(run.config_path)
             from_dataset = True
         except Exception as exc:  # the dataset may be gone or moved; the report goes on
             log.warning("report: cannot list the run's dataset: %s", exc)
@@ -429,7 +399,7 @@ def _attention_section(
     if model is None:
         import radalign
 
-        model = radalign.load(train_dir / "model").eval()
+        model = radalign.load(run.model_dir).eval()
     tau1, normalize = _local_params(config_text)
 
     def priority(c: tuple[str, str, str]) -> int:
@@ -574,10 +544,10 @@ def _template():
     return env.from_string(files("radalign").joinpath(TEMPLATE).read_text(encoding="utf-8"))
 
 
-def _render(page: _Page, run_dir: Path) -> str:
+def _render(page: _Page) -> str:
     document = _template().render(
-        run_name=run_dir.name,
-        run_dir=str(run_dir),
+        run_name=page.run_dir.name,
+        run_dir=str(page.run_dir),
         sections=page.sections,
         missing=page.missing,
     )
