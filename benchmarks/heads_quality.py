@@ -8,12 +8,12 @@ by patient as its official test split holds 3 negatives) from ../shared/data whe
 and longitudinal phantoms (``radalign.data.synth_longitudinal``) for the timeline.
 
     python benchmarks/heads_quality.py                          # tiny random model
-    python benchmarks/heads_quality.py --model runs/demo/model --n 600
+    python benchmarks/heads_quality.py --model runs/demo-all/pretrain/model
 
-The random-tower baseline is the same model config with random weights
-(``radalign.load(model, pretrained=False)``), seed 0. Test AUROC is the macro mean over classes;
-"CI" is the mean of the per-class bootstrap 95 % intervals (1000 resamples). Prints markdown and
-appends a JSON line to ``benchmarks/results/heads_quality.jsonl``.
+The random-tower baseline is the same architecture with random weights in both towers
+(``radalign.load(<the model's config name>, pretrained=False)``), seed 0. Test AUROC is the
+macro mean over classes; "CI" is the mean of the per-class bootstrap 95 % intervals (1000
+resamples). Prints markdown and appends a JSON line to ``benchmarks/results/heads_quality.jsonl``.
 """
 
 from __future__ import annotations
@@ -35,27 +35,21 @@ NIH_CLASSES = ["Pneumonia", "Infiltration", "Atelectasis", "Effusion", "Edema"]
 
 
 def embed_records(model, records, resplit: bool = False):
-    from radalign.encoders.embed import embed_pairs
+    from radalign.heads.source_embed import embed_records as embed
 
     records = list(records)
     has_text = any((r.report or "").strip() for r in records)
-    if has_text:
-        records = [r for r in records if (r.report or "").strip()]
-        pairs = embed_pairs(model, records, batch_size=64, precision="fp32")
-        ids, image, text = pairs.ids, pairs.image, pairs.text
-    else:
-        from radalign.encoders.embed import embed_images
-
-        emb = embed_images(model, [r.image_path for r in records], [str(r.id) for r in records],
-                           batch_size=64, precision="fp32")  # fmt: skip
-        ids, image, text = list(emb.metadata["id"].astype(str)), emb.vectors, None
+    ids, vecs, _ = embed(model, records, "both" if has_text else "image", batch_size=64,
+                         precision="fp32")  # fmt: skip
+    image, text = vecs[0], (vecs[1] if has_text else None)
     by_id = {str(r.id): r for r in records}
     split = np.array([by_id[i].split or "train" for i in ids])
-    if resplit:  # patient-level 60/20/20 by a stable hash (the official test split is too small)
-        from radalign.heads.inputs import assign_splits
+    if resplit:  # patient-level 60/20/20 (the official test split is too small)
+        from radalign.data.splits import assign_splits
 
         pids = [str(by_id[i].patient_id or i) for i in ids]
-        split = assign_splits(pids, pd.DataFrame(index=pids), (0.6, 0.2))
+        by_pid = assign_splits(pids, (0.6, 0.2, 0.2))
+        split = np.array([by_pid[p] for p in pids])
     labels = pd.DataFrame([{k: float(v) for k, v in by_id[i].labels.items()} for i in ids])
     return ids, image, text, labels.fillna(0.0).replace(-1.0, 0.0), split
 
@@ -112,25 +106,20 @@ def alignment_rows(image, text, split, tag):
 
 
 def timeline_rows(model, tmp: Path, n_patients: int, tag: str):
-    from radalign.data.sources import open_source
-    from radalign.data.synth_longitudinal import TRACKED, synthesize_longitudinal
-    from radalign.encoders.embed import embed_pairs
-    from radalign.heads.timeline import evaluate_timeline, sequences_from_manifest, train_timeline
+    from radalign.data.synth_longitudinal import synthesize_longitudinal
+    from radalign.heads.timeline import evaluate_timeline, train_timeline
+    from radalign.heads.timeline_run import source_timelines
 
     root = tmp / "longitudinal"
     if not (root / "manifest.csv").is_file():
         synthesize_longitudinal(root, n_patients, seed=11, size=64)
-    manifest = pd.read_csv(root / "manifest.csv", keep_default_na=False)
-    pairs = embed_pairs(model, list(open_source(root)), batch_size=64, precision="fp32")
     out = []
-    for inputs, vecs in (("image+report", [pairs.image, pairs.text]), ("image", [pairs.image])):
-        data, _, splits = sequences_from_manifest(manifest, pairs.ids, vecs, list(TRACKED))
-        splits = np.array(splits)
-        part = {s: tuple(a[splits == s] for a in data) for s in ("train", "val", "test")}
+    for inputs, name in (("both", "image+report"), ("image", "image")):
+        tl = source_timelines(model, root, inputs=inputs, batch_size=64, precision="fp32").timelines
         for history in (True, False):
-            fit = train_timeline(part["train"], part["val"], history=history)
-            m = evaluate_timeline(fit, part["test"], n_boot=1000)
-            out.append({"data": f"{tag} ({inputs})", "history": history, **m})
+            fit = train_timeline(tl.data("train"), tl.data("val"), history=history)
+            m = evaluate_timeline(fit, tl.data("test"), n_boot=1000)
+            out.append({"data": f"{tag} ({name})", "history": history, **m})
     return out
 
 
@@ -171,7 +160,9 @@ def main() -> None:
             ),
         ]
     trained = radalign.load(args.model).eval()
-    random_tower = radalign.load(args.model, pretrained=False).eval()
+    # a saved directory loads its trained weights whatever `pretrained` says: build its
+    # registered architecture (config name) with random weights instead
+    random_tower = radalign.load(trained.config.name, pretrained=False).eval()
     towers = [("", trained), (" [random tower]", random_tower)]
     if random_tower.fingerprint() == trained.fingerprint():
         print(f"{args.model} has random weights already: it is its own random-tower baseline")

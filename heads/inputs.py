@@ -3,7 +3,6 @@ heads, checking that every input comes from the same model and has the expected 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,8 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from radalign.data.records import normalize_split
+from radalign.data.splits import assign_splits
 
-__all__ = ["EmbeddingTable", "assign_splits", "join_modalities", "read_labels", "read_table"]
+__all__ = [
+    "EmbeddingTable",
+    "check_same_model",
+    "join_modalities",
+    "read_labels",
+    "read_table",
+    "split_rows",
+]
 
 LABEL_PREFIX = "label:"
 
@@ -130,10 +138,13 @@ def read_labels(
     return frame, cols
 
 
-def assign_splits(ids: Sequence[str], frame: pd.DataFrame, fractions=(0.7, 0.15)) -> np.ndarray:
-    """``train``/``val``/``test`` per id: the ``split`` column if present, else a stable hash."""
+def split_rows(
+    ids: Sequence[str], frame: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.15, 0.15)
+) -> np.ndarray:
+    """``train``/``val``/``test`` per id: the ``split`` column if present, else the package's
+    one split rule (:func:`radalign.data.splits.assign_splits`, a keyed hash) over the ids."""
     if "split" in frame.columns:
-        s = frame.reindex(list(ids))["split"].astype(str).str.lower()
-        return s.replace({"valid": "val", "validate": "val", "validation": "val"}).to_numpy()
-    u = np.array([int(hashlib.sha1(i.encode()).hexdigest()[:8], 16) / 2**32 for i in ids])
-    return np.where(u < fractions[0], "train", np.where(u < sum(fractions), "val", "test"))
+        s = frame.reindex(list(ids))["split"].map(normalize_split)
+        return s.fillna("none").to_numpy(dtype=object).astype(str)
+    by_id = assign_splits(ids, fractions)
+    return np.array([by_id[str(i)] for i in ids])

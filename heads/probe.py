@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -12,16 +11,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from radalign.encoders.atomic import atomic_dir
+from radalign.encoders.errors import SkipLog
 from radalign.heads.alignment import ALIGN_FILE, fit_aligner, modality_gap, save_aligner
 from radalign.heads.inputs import (
-    assign_splits,
+    EmbeddingTable,
     check_same_model,
     join_modalities,
     read_labels,
     read_table,
+    split_rows,
 )
-from radalign.heads.io import write_head_files
-from radalign.heads.train import fit_linear, score, train_head
+from radalign.heads.io import metrics_json, write_head_files
+from radalign.heads.train import score, train_head
 
 __all__ = ["prepare_targets", "run_probe", "train_and_score"]
 
@@ -71,17 +72,19 @@ def train_and_score(
     parts = {s: split == s for s in ("train", "val", "test")}
     for name, m in parts.items():
         if not m.any():
-            raise ValueError(f"the {name} split is empty ({len(split)} rows)")
+            have = dict(zip(*np.unique(split, return_counts=True)))
+            raise ValueError(
+                f"the {name} split is empty ({len(split)} rows: "
+                + ", ".join(f"{k} {int(v)}" for k, v in have.items())
+                + "); give a --labels CSV with a split column (train/val/test)"
+            )
     tr, va, te = parts["train"], parts["val"], parts["test"]
     n_classes = len(columns) if task == "multiclass" else None
     args = ([x[tr] for x in xs], y[tr], [x[va] for x in xs], y[va])
-    if head == "linear":
-        fitted = fit_linear(*args, task=task, n_classes=n_classes, columns=columns)
-    else:
-        fitted = train_head(
-            head, *args, task=task, n_classes=n_classes, use_class_weights=use_class_weights,
-            seed=seed, columns=columns,
-        )  # fmt: skip
+    fitted = train_head(
+        head, *args, task=task, n_classes=n_classes, use_class_weights=use_class_weights,
+        seed=seed, columns=columns,
+    )  # fmt: skip
     start = time.perf_counter()
     probs = fitted.predict_proba([x[te] for x in xs])
     infer = time.perf_counter() - start
@@ -99,8 +102,8 @@ def train_and_score(
 
 def run_probe(
     *,
-    image: str | os.PathLike | None,
-    report: str | os.PathLike | None,
+    image: str | os.PathLike | EmbeddingTable | None,
+    report: str | os.PathLike | EmbeddingTable | None,
     labels: str | os.PathLike | None,
     out: str | os.PathLike,
     classes: Sequence[str] | None = None,
@@ -112,12 +115,16 @@ def run_probe(
     expected_fingerprint: str | None = None,
     seed: int = 0,
     n_boot: int = 1000,
+    skipped: SkipLog | None = None,
 ) -> dict[str, Any]:
-    """Read, join, split, train, score and write ``out/`` (metrics.json + head); returns metrics."""
-    paths = [p for p in (image, report) if p is not None]
-    if not paths:
-        raise ValueError("give --image and/or --report embeddings")
-    tables = [read_table(p) for p in paths]
+    """Read, join, split, train, score and write ``out/`` (metrics.json + head, and
+    ``skipped.csv`` when ``skipped`` is given); returns metrics. ``image``/``report`` are
+    embedding files, index directories or tables already embedded (``source_tables``). Rows
+    are split by the labels' ``split`` column, else the embeddings' own, else by id."""
+    given = [p for p in (image, report) if p is not None]
+    if not given:
+        raise ValueError("give --image and/or --report embeddings (or --source)")
+    tables = [p if isinstance(p, EmbeddingTable) else read_table(p) for p in given]
     check_same_model(tables, expected_fingerprint)
     if len(tables) == 2 and tables[0].vectors.shape[1] != tables[1].vectors.shape[1]:
         raise ValueError(
@@ -125,10 +132,10 @@ def run_probe(
             "embedding dims differ: not one model's embeddings"
         )
     ids, xs = join_modalities(tables)
+    meta = tables[0].metadata
     if labels is not None:
         frame, cols = read_labels(labels, classes)
     else:
-        meta = tables[0].metadata
         if not any(str(c).startswith("label:") for c in meta.columns) and target is None:
             raise ValueError(f"{tables[0].path}: no label:<Class> columns; give --labels")
         frame, cols = read_labels(meta, classes)
@@ -136,7 +143,10 @@ def run_probe(
     if len(missing) == len(ids):
         raise ValueError(f"no embedding id has a label row (e.g. {ids[0]!r})")
     y, keep, columns, dropped = prepare_targets(frame, ids, cols, task, target)
-    split = assign_splits(ids, frame)
+    if "split" not in frame.columns and "split" in meta.columns:
+        split = split_rows(ids, meta.drop_duplicates("id").set_index("id"))
+    else:
+        split = split_rows(ids, frame)
     ids = [i for i, k in zip(ids, keep) if k]
     xs, y, split = [x[keep] for x in xs], y[keep], split[keep]
     gap, al = {}, None
@@ -160,6 +170,7 @@ def run_probe(
         align=align,
         modality_gap=gap or None,
         fingerprint=tables[0].fingerprint,
+        skipped=dict(skipped.counts()) if skipped is not None else None,
     )
     metrics["modalities"] = [m for m in metrics["modalities"] if m]
     extra = {
@@ -171,11 +182,7 @@ def run_probe(
         write_head_files(fitted, tmp, extra)
         if al is not None:
             save_aligner(al, tmp / ALIGN_FILE)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_nan_safe))
+        (tmp / "metrics.json").write_text(metrics_json(metrics))
+        if skipped is not None:
+            skipped.write_csv(tmp / "skipped.csv")
     return metrics
-
-
-def _nan_safe(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
+from radalign.heads.train import fit_early_stopping
 from radalign.zeroshot.metrics import auroc, bootstrap_ci
 from torch import nn
 
@@ -26,8 +26,9 @@ __all__ = [
     "CHANGE_CLASSES",
     "TimelineHead",
     "change_class",
+    "TimelineFit",
+    "build_timeline",
     "evaluate_timeline",
-    "sequences_from_manifest",
     "train_timeline",
 ]
 
@@ -69,11 +70,34 @@ class TimelineHead(nn.Module):
         return self.labels(h), self.change(h).view(p, t, self.n_labels, len(CHANGE_CLASSES))
 
 
+def build_timeline(config: dict[str, Any]) -> TimelineHead:
+    """The (untrained) head a saved timeline config describes."""
+    return TimelineHead(
+        sum(config["dims"]), config["n_out"], config.get("hidden", 128), config.get("history", True)
+    )
+
+
 @dataclass
 class TimelineFit:
+    """A fitted timeline head with its config (:mod:`radalign.heads.io` saves and loads it)."""
+
     module: TimelineHead
+    config: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(label probabilities [P, T, C], change probabilities [P, T, C, 4])`` for fused
+        per-study embeddings ``x [P, T, D]`` (step ``t`` depends only on studies ``0..t``)."""
+        x = np.asarray(x, np.float32)
+        if x.ndim != 3 or x.shape[2] != sum(self.config["dims"]):
+            raise ValueError(
+                f"timeline input must be [P, T, {sum(self.config['dims'])}], got {x.shape}"
+            )
+        self.module.eval()
+        with torch.no_grad():
+            lab, ch = self.module(torch.from_numpy(x))
+        return torch.sigmoid(lab).numpy(), torch.softmax(ch, -1).numpy()
 
 
 def _tensors(x, mask, labels, changes):
@@ -103,56 +127,50 @@ def _loss(module, x, mask, y, c) -> torch.Tensor:
 
 def train_timeline(
     train: tuple, val: tuple, *, history: bool = True, lr: float = 1e-3, batch_size: int = 8,
-    max_epochs: int = 300, patience: int = 30, seed: int = 0,
+    max_epochs: int = 300, patience: int = 30, seed: int = 0, hidden: int = 128,
+    dims: Sequence[int] | None = None, columns: Sequence[str] | None = None,
 ) -> TimelineFit:  # fmt: skip
     """Fit on ``train = (x, mask, labels, changes)``; early-stops on ``val`` loss.
 
-    ``batch_size`` counts patients; small batches matter when there are only ~100 patients."""
+    ``batch_size`` counts patients; small batches matter when there are only ~100 patients.
+    ``dims`` (the widths of the fused modalities, summing to ``D``) and ``columns`` (label
+    names) go into the config."""
     x, m, y, c = _tensors(*train)
     vx, vm, vy, vc = _tensors(*val)
+    if vx.shape[2] != x.shape[2] or vy.shape[2] != y.shape[2]:
+        raise ValueError(f"val sequences [.., {vx.shape[2]}] do not match train [.., {x.shape[2]}]")
+    dims = [int(d) for d in dims] if dims is not None else [int(x.shape[2])]
+    if sum(dims) != x.shape[2]:
+        raise ValueError(f"dims {dims} do not sum to the input width {x.shape[2]}")
+    cols = list(columns) if columns is not None else [str(j) for j in range(y.shape[2])]
+    config = {"head": "timeline", "dims": dims, "n_out": int(y.shape[2]), "columns": cols,
+              "hidden": hidden, "history": history}  # fmt: skip
     torch.manual_seed(seed)
-    module = TimelineHead(x.shape[2], y.shape[2], history=history)
-    opt = torch.optim.AdamW(module.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    best, state, bad, hist = float("inf"), None, 0, []
+    module = build_timeline(config)
     start = time.perf_counter()
-    for epoch in range(max_epochs):
-        module.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for s in range(0, len(x), batch_size):
-            i = perm[s : s + batch_size]
-            opt.zero_grad()
-            loss = _loss(module, x[i], m[i], y[i], c[i])
-            loss.backward()
-            opt.step()
-        module.eval()
-        with torch.no_grad():
-            v = float(_loss(module, vx, vm, vy, vc))
-        hist.append({"epoch": epoch, "val_loss": v})
-        if v < best - 1e-6:
-            best, bad = v, 0
-            state = {k: t.detach().clone() for k, t in module.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if state is not None:
-        module.load_state_dict(state)
-    module.eval()
-    return TimelineFit(module, hist, time.perf_counter() - start)
+    hist, best = fit_early_stopping(
+        module,
+        lambda i: _loss(module, x[i], m[i], y[i], c[i]),
+        lambda: _loss(module, vx, vm, vy, vc),
+        len(x),
+        lr=lr, batch_size=batch_size, max_epochs=max_epochs, patience=patience, seed=seed,
+    )  # fmt: skip
+    config.update(lr=lr, batch_size=batch_size, epochs_run=len(hist), best_val_loss=best, seed=seed)
+    return TimelineFit(module, config, hist, time.perf_counter() - start)
 
 
 def evaluate_timeline(fit: TimelineFit, data: tuple, n_boot: int = 200) -> dict[str, Any]:
-    """Per-study label AUROC (macro) and change detection AUROC: changed vs unchanged, scored
-    by ``1 - p(unchanged)``, over every (study after the first, label) pair; plus per change
-    class one-vs-rest AUROC."""
+    """Per-study label AUROC (per label with bootstrap 95 % CI, and macro) and change detection
+    AUROC: changed vs unchanged, scored by ``1 - p(unchanged)``, over every (study after the
+    first, label) pair, with its CI; plus per change class one-vs-rest AUROC."""
     x, m, y, c = _tensors(*data)
-    with torch.no_grad():
-        lab, ch = fit.module(x)
-    lab = torch.sigmoid(lab).numpy()
-    prob = torch.softmax(ch, -1).numpy()
-    real = m.numpy()
-    label_aurocs = [auroc(y.numpy()[..., j][real], lab[..., j][real]) for j in range(y.shape[2])]
+    lab, prob = fit.predict(x.numpy())
+    real, yv = m.numpy(), y.numpy()
+    per_label = {}
+    for j, name in enumerate(fit.config["columns"]):
+        t, s = yv[..., j][real], lab[..., j][real]
+        lo, hi = bootstrap_ci(t, s, n=n_boot)
+        per_label[name] = {"auroc": auroc(t, s), "ci_low": lo, "ci_high": hi, "n_pos": int(t.sum())}
     valid = c.numpy() != IGNORE
     cv, pv = c.numpy()[valid], prob[valid]
     changed = (cv != 0).astype(int)
@@ -161,48 +179,14 @@ def evaluate_timeline(fit: TimelineFit, data: tuple, n_boot: int = 200) -> dict[
     per_class = {
         name: auroc((cv == k).astype(int), pv[:, k]) for k, name in enumerate(CHANGE_CLASSES)
     }
-    finite = [a for a in label_aurocs if np.isfinite(a)]
+    finite = [v["auroc"] for v in per_label.values() if np.isfinite(v["auroc"])]
     return {
+        "label_auroc": per_label,
         "label_auroc_macro": float(np.mean(finite)) if finite else float("nan"),
         "change_auroc": auroc(changed, score),
         "change_ci": [lo, hi],
         "change_auroc_per_class": per_class,
-        "change_accuracy": float((pv.argmax(1) == cv).mean()),
+        "change_accuracy": float((pv.argmax(1) == cv).mean()) if len(cv) else float("nan"),
         "n_transitions": int(valid.sum()),
+        "n_changed": int(changed.sum()),
     }
-
-
-def sequences_from_manifest(
-    manifest: pd.DataFrame,
-    ids: Sequence[str],
-    vectors: Sequence[np.ndarray],
-    tracked: Sequence[str],
-) -> tuple[tuple, list[str], list[str]]:
-    """``((x, mask, labels, changes), patient ids, their split)`` from a longitudinal manifest
-    (:mod:`radalign.data.synth_longitudinal`) and per-study embeddings (rows of ``vectors``
-    matched to ``ids``; several modalities are concatenated). Studies are ordered by date."""
-    row = {str(i): r for r, i in enumerate(ids)}
-    df = manifest.assign(id=manifest["id"].astype(str))
-    df = df[df["id"].isin(row)].sort_values(["patient_id", "study_date"])
-    missing = [f"change:{k}" for k in tracked if f"change:{k}" not in df.columns]
-    if missing:
-        raise ValueError(f"manifest has no column(s) {missing}")
-    fused = np.hstack([np.asarray(v, np.float32) for v in vectors])
-    groups = list(df.groupby("patient_id", sort=True))
-    t_max = max(len(g) for _, g in groups)
-    p, c = len(groups), len(tracked)
-    x = np.zeros((p, t_max, fused.shape[1]), np.float32)
-    mask = np.zeros((p, t_max), bool)
-    labels = np.zeros((p, t_max, c), np.float32)
-    changes = np.zeros((p, t_max, c), np.int64)
-    splits = []
-    for i, (_, g) in enumerate(groups):
-        n = len(g)
-        x[i, :n] = fused[[row[s] for s in g["id"]]]
-        mask[i, :n] = True
-        for j, k in enumerate(tracked):
-            labels[i, :n, j] = g[f"severity:{k}"].to_numpy() > 0
-            names = g[f"change:{k}"].fillna("unchanged").replace("", "unchanged")
-            changes[i, :n, j] = [CHANGE_CLASSES.index(v) for v in names]
-        splits.append(str(g["split"].iloc[0]) if "split" in g.columns else "train")
-    return (x, mask, labels, changes), [str(k) for k, _ in groups], splits

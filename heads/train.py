@@ -2,13 +2,14 @@
 
 Multilabel targets are ``[N, C]`` 0/1 (BCE with logits, optional ``pos_weight``); multiclass
 targets are ``[N]`` class indices (cross-entropy, optional class weights). AdamW, lr 1e-3,
-batch 64, early stopping on validation loss; the best epoch's weights are kept.
+batch 64, early stopping on validation loss (:func:`fit_early_stopping`, shared with the
+timeline head); the best epoch's weights are kept.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ __all__ = [
     "TrainedHead",
     "check_inputs",
     "class_weights",
-    "fit_linear",
+    "fit_early_stopping",
     "score",
     "train_head",
 ]
@@ -105,6 +106,56 @@ def class_weights(y: np.ndarray, task: str, n_classes: int) -> torch.Tensor:
     return torch.tensor(len(y) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
+def fit_early_stopping(
+    module: nn.Module,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    val_loss: Callable[[], torch.Tensor],
+    n: int,
+    *,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    max_epochs: int = 200,
+    patience: int = 10,
+    seed: int = 0,
+    min_batch: int = 1,
+) -> tuple[list[dict[str, float]], float]:
+    """AdamW over shuffled batches of ``n`` rows (``batch_loss(row indices)``), early stopping
+    on ``val_loss()``; the best epoch's weights are loaded back. Returns ``(history, best)``.
+
+    Batches smaller than ``min_batch`` are skipped (BatchNorm needs 2 rows)."""
+    opt = torch.optim.AdamW(module.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, bad, history = float("inf"), None, 0, []
+    for epoch in range(max_epochs):
+        module.train()
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            if len(idx) < min_batch:
+                continue
+            opt.zero_grad()
+            loss = batch_loss(idx)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        module.eval()
+        with torch.no_grad():
+            v = float(val_loss())
+        history.append({"epoch": epoch, "train_loss": total / n, "val_loss": v})
+        if v < best - 1e-6:
+            best, bad = v, 0
+            best_state = {k: t.detach().clone() for k, t in module.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return history, best
+
+
 def train_head(
     kind: str,
     train_x: Sequence[np.ndarray],
@@ -122,7 +173,11 @@ def train_head(
     seed: int = 0,
     columns: Sequence[str] | None = None,
 ) -> TrainedHead:
-    """Fit an ``early``/``late`` head; early-stops on validation loss (best weights kept)."""
+    """Fit a ``linear``, ``early`` or ``late`` head.
+
+    ``early``/``late`` early-stop on validation loss (best weights kept); ``linear`` is the
+    package's linear probe (:func:`radalign.zeroshot.linear_probe.fit_linear_probe`, C chosen on
+    the validation rows, one-vs-rest for multiclass) on the concatenated modalities."""
     xs = check_inputs(train_x)
     dims = [x.shape[1] for x in xs]
     vxs = check_inputs(val_x, dims)
@@ -136,6 +191,10 @@ def train_head(
         n_out = int(n_classes or max(y.max(), vy.max()) + 1)
         if max(y.max(), vy.max()) >= n_out:
             raise ValueError(f"class index >= n_classes={n_out}")
+    cols = list(columns) if columns is not None else [str(j) for j in range(n_out)]
+    config = {"head": kind, "task": task, "dims": dims, "n_out": n_out, "columns": cols}
+    if kind == "linear":
+        return _fit_linear(xs, y, vxs, vy, task, config)
     torch.manual_seed(seed)
     module = build_head(kind, dims, n_out)
     weight = class_weights(y, task, n_out) if use_class_weights else None
@@ -144,85 +203,40 @@ def train_head(
         if task == "multilabel"
         else nn.CrossEntropyLoss(weight=weight)
     )
-    opt = torch.optim.AdamW(module.parameters(), lr=lr)
     tx = [torch.from_numpy(x) for x in xs]
     ty = torch.from_numpy(y)
     vtx = [torch.from_numpy(x) for x in vxs]
     vty = torch.from_numpy(vy)
-    gen = torch.Generator().manual_seed(seed)
-    best, best_state, bad, history = float("inf"), None, 0, []
     start = time.perf_counter()
-    n = len(ty)
-    for epoch in range(max_epochs):
-        module.train()
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for s in range(0, n, batch_size):
-            idx = perm[s : s + batch_size]
-            if len(idx) < 2:  # BatchNorm needs 2 rows
-                continue
-            opt.zero_grad()
-            loss = loss_fn(module([t[idx] for t in tx]), ty[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        module.eval()
-        with torch.no_grad():
-            val_loss = float(loss_fn(module(vtx), vty))
-        history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss})
-        if val_loss < best - 1e-6:
-            best, bad = val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    cols = list(columns) if columns is not None else [str(j) for j in range(n_out)]
-    config = {
-        "head": kind,
-        "task": task,
-        "dims": dims,
-        "n_out": n_out,
-        "columns": cols,
-        "class_weights": bool(use_class_weights),
-        "lr": lr,
-        "batch_size": batch_size,
-        "epochs_run": len(history),
-        "best_val_loss": best,
-        "seed": seed,
-    }
+    history, best = fit_early_stopping(
+        module,
+        lambda idx: loss_fn(module([t[idx] for t in tx]), ty[idx]),
+        lambda: loss_fn(module(vtx), vty),
+        len(ty),
+        lr=lr, batch_size=batch_size, max_epochs=max_epochs, patience=patience, seed=seed,
+        min_batch=2,
+    )  # fmt: skip
+    config.update(
+        class_weights=bool(use_class_weights),
+        lr=lr,
+        batch_size=batch_size,
+        epochs_run=len(history),
+        best_val_loss=best,
+        seed=seed,
+    )
     return TrainedHead(module, config, history, time.perf_counter() - start)
 
 
-def fit_linear(
-    train_x: Sequence[np.ndarray],
-    train_y: np.ndarray,
-    val_x: Sequence[np.ndarray],
-    val_y: np.ndarray,
-    *,
-    task: str = "multilabel",
-    n_classes: int | None = None,
-    columns: Sequence[str] | None = None,
-) -> TrainedHead:
-    """The package's linear probe (:func:`radalign.zeroshot.linear_probe.fit_linear_probe`) on
-    the concatenated modalities, wrapped as a ``linear`` head (one-vs-rest for multiclass)."""
+def _fit_linear(xs, y, vxs, vy, task: str, config: dict[str, Any]) -> TrainedHead:
     from radalign.zeroshot.linear_probe import fit_linear_probe
 
-    xs = check_inputs(train_x)
-    dims = [x.shape[1] for x in xs]
-    vxs = check_inputs(val_x, dims)
-    y = _check_y(train_y, task, len(xs[0]))
-    vy = _check_y(val_y, task, len(vxs[0]))
     if task == "multiclass":
-        k = int(n_classes or max(y.max(), vy.max()) + 1)
-        y, vy = np.eye(k)[y], np.eye(k)[vy]
+        eye = np.eye(config["n_out"])
+        y, vy = eye[y], eye[vy]
     start = time.perf_counter()
     probe = fit_linear_probe(np.hstack(xs), y, np.hstack(vxs), vy)
     seconds = time.perf_counter() - start
-    module = build_head("linear", dims, y.shape[1])
+    module = build_head("linear", config["dims"], y.shape[1])
     with torch.no_grad():
         module.classifier.weight.copy_(
             torch.tensor(np.vstack([m.coef_ for m in probe.models]), dtype=torch.float32)
@@ -231,17 +245,11 @@ def fit_linear(
             torch.tensor(np.concatenate([m.intercept_ for m in probe.models]), dtype=torch.float32)
         )
     module.eval()
-    cols = list(columns) if columns is not None else [str(j) for j in range(y.shape[1])]
-    config = {
-        "head": "linear",
-        "task": task,
-        "activation": "sigmoid",
-        "dims": dims,
-        "n_out": int(y.shape[1]),
-        "columns": cols,
-        "class_weights": True,  # the probe weights classes "balanced"
-        "chosen_C": [float(c) for c in probe.chosen_C],
-    }
+    config.update(
+        activation="sigmoid",
+        class_weights=True,  # the probe weights classes "balanced"
+        chosen_C=[float(c) for c in probe.chosen_C],
+    )
     return TrainedHead(module, config, [], seconds)
 
 

@@ -29,6 +29,7 @@ COMMANDS = [
     "explain",
     "audit",
     "probe",
+    "timeline",
 ]
 
 

@@ -113,3 +113,34 @@ def test_probe_from_index_dirs(embedded, tiny_model, tmp_path, single_thread):
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["per_class"]) == ["No Finding"] and m["fingerprint"] == fp
+
+
+def test_probe_from_source(tiny_model, tmp_path, capsys, single_thread):
+    from radalign.data.synth_longitudinal import synthesize_longitudinal
+
+    root = synthesize_longitudinal(tmp_path / "long", n_patients=20, seed=2, size=64)
+    manifest = pd.read_csv(root / "manifest.csv", keep_default_na=False)
+    manifest.loc[3, "report"] = " -- . -- "  # no words
+    manifest.to_csv(root / "manifest.csv", index=False)
+    out = tmp_path / "o"
+    args = ["probe", "--source", str(root), "--model", "tiny", "--workers", "0", "--precision",
+            "fp32", "--head", "early", "--classes", "Pleural Effusion,Edema", "--n-boot", "20"]  # fmt: skip
+    assert main([*args, "--out", str(out)]) == 0
+    assert "report has no words: 1" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["skipped"] == {"report has no words": 1} and m["modalities"] == ["image", "report"]
+    assert m["n_train"] + m["n_val"] + m["n_test"] == len(manifest) - 1
+    # the source's patient-level split is used: every patient's studies in one split
+    test_rows = (manifest["split"] == "test").sum()
+    assert m["n_test"] == test_rows
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert skipped["reason"].tolist() == ["report has no words"]
+    head = load_head(out, fingerprint=tiny_model.fingerprint())
+    assert head.config["dims"] == [tiny_model.config.embed_dim] * 2
+    with pytest.raises(ValueError, match="another model"):
+        load_head(out, fingerprint="not-this-model")
+    assert main([*args, "--image", "x.parquet", "--out", str(tmp_path / "b")]) == 2
+    assert "not both" in capsys.readouterr().err
+    no_model = [a for a in args if a != "tiny" and a != "--model"]
+    assert main([*no_model, "--out", str(tmp_path / "c")]) == 2
+    assert "--source needs --model" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from radalign.heads.io import load_head, save_head
-from radalign.heads.train import class_weights, fit_linear, score, train_head
+from radalign.heads.train import class_weights, score, train_head
 
 
 def _data(n=240, d=(16, 12), c=3, seed=0, task="multilabel"):
@@ -50,7 +50,7 @@ def test_linear_wraps_probe_and_round_trips(tmp_path):
 
     xs, y = _data()
     tx, ty, vx, vy = _split(xs, y)
-    head = fit_linear(tx, ty, vx, vy)
+    head = train_head("linear", tx, ty, vx, vy)
     ref = fit_linear_probe(np.hstack(tx), ty, np.hstack(vx), vy).predict_proba(np.hstack(vx))
     np.testing.assert_allclose(head.predict_proba(vx), ref, atol=1e-5)
     save_head(head, tmp_path / "lin")
@@ -58,7 +58,7 @@ def test_linear_wraps_probe_and_round_trips(tmp_path):
         load_head(tmp_path / "lin").predict_proba(vx), head.predict_proba(vx)
     )
     mc_xs, mc_y = _data(task="multiclass")
-    mc = fit_linear(*_split(mc_xs, mc_y), task="multiclass")
+    mc = train_head("linear", *_split(mc_xs, mc_y), task="multiclass")
     assert mc.predict_proba(mc_xs).shape == (240, 3)
 
 
