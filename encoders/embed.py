@@ -217,24 +217,21 @@ def embed_pairs(
     ``report``) once each and align them: the one path every pair-level evaluation uses."""
     records = list(records)
     with_image = [r for r in records if r.image_path is not None]
+    common = {"device": device, "progress": progress, "precision": precision}
     images = embed_images(
         model,
         [r.image_path for r in with_image],
         [str(r.id) for r in with_image],
         batch_size=batch_size,
         num_workers=num_workers,
-        device=device,
-        progress=progress,
-        precision=precision,
+        **common,
     )
     texts = embed_texts(
         model,
         [r.report for r in records],
         [str(r.id) for r in records],
-        device=device,
-        progress=progress,
         text_cache=text_cache,
-        precision=precision,
+        **common,
     )
     image_row = {i: n for n, i in enumerate(images.metadata["id"])}
     text_row = {i: n for n, i in enumerate(texts.metadata["id"])}
@@ -292,26 +289,31 @@ def write_embeddings(emb: Embeddings, out: str | Path) -> list[Path]:
         )
     }
     written = []
+    check_output(out)
     if out.suffix == ".npy":
         with atomic_write(out) as fh:
             np.save(fh, emb.vectors)
         written.append(out)
         table = pa.Table.from_pandas(meta, preserve_index=False)
         meta_path = out.with_suffix(".parquet")
-    elif out.suffix == ".parquet":
+    else:  # .parquet
         table = pa.Table.from_pandas(meta, preserve_index=False)
         flat = pa.array(emb.vectors.reshape(-1), type=pa.float32())
         column = pa.FixedSizeListArray.from_arrays(flat, int(emb.vectors.shape[1]))
         table = table.append_column("embedding", column)
         meta_path = out
-    else:
-        raise ValueError(f"--out must end in .parquet or .npy, not {out.name!r}")
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **schema_meta})
     with atomic_write(meta_path) as fh:
         pq.write_table(table, fh)
     written.append(meta_path)
     written.append(emb.skipped.write_csv(out.parent / "skipped.csv"))
     return written
+
+
+def check_output(out: Path) -> None:
+    """``ValueError`` unless ``out`` names a file :func:`write_embeddings` can write."""
+    if out.suffix not in (".parquet", ".npy"):
+        raise ValueError(f"--out must end in .parquet or .npy, not {out.name!r}")
 
 
 def read_embeddings(path: str | Path) -> Embeddings:

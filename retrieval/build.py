@@ -25,14 +25,13 @@ Across processes (``torchrun`` / ``accelerate launch``; see :func:`init_distribu
 rank ``r`` of ``W`` embeds the chunks ``c`` with ``c % W == r`` into the same ``OUT.partial/``
 (a shared filesystem across nodes); rank 0 then loads every chunk in order and builds and saves
 the index exactly as one process would, so the result does not depend on ``W``.  A rerun, with
-any number of processes, reuses every finished chunk, whichever rank wrote it.
+any number of processes, reuses every finished chunk, whichever rank wrote it.  The chunk and
+process machinery is :mod:`radalign.encoders.sharded_work`, shared with ``radalign embed``.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -45,12 +44,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch.distributed as dist
+from radalign.data.records import normalize_split
 from radalign.encoders.atomic import atomic_write
-from radalign.encoders.embed import Embeddings, embed_images, embed_texts
+from radalign.encoders.embed_chunks import embed_resumable
 from radalign.encoders.errors import SkipLog
-from radalign.encoders.precision import Precision, resolve_precision
-from radalign.encoders.processes import world_info
+from radalign.encoders.precision import Precision
+from radalign.encoders.sharded_work import (
+    DEFAULT_CHUNK_ROWS,
+    ChunkedEmbeddings,
+    finish_on_rank0,
+    init_distributed_from_env,
+    partial_dir,
+    read_skips,
+)
 from radalign.retrieval.index import EmptyIndexError, Index
 
 __all__ = [
@@ -72,9 +78,7 @@ KINDS = ("reports", "images")
 BUILD_FILE = "build.json"
 SKIPPED_FILE = "skipped.csv"
 LABEL_PREFIX = "label:"
-DEFAULT_CHUNK_ROWS = 4096
 _BASE_COLUMNS = ("id", "study_id", "patient_id", "split", "image_path")
-_SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "test": "test"}
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -97,31 +101,21 @@ class BuildSummary:
 
     @classmethod
     def of_run(
-        cls,
-        kind: str,
-        rows: int,
-        kept: list,
-        skipped: SkipLog,
-        duplicates: int,
-        chunks: int,
-        resumed_chunks: int,
-        start: float,
-        precision: Precision,
-        num_processes: int = 1,
+        cls, kind: str, rows: int, run: ChunkedEmbeddings, duplicates: int, start: float
     ) -> BuildSummary:
-        """The summary of a build or add that began at ``perf_counter()`` ``start``."""
+        """The summary of a build or add of ``rows`` that began at ``perf_counter()`` ``start``."""
         return cls(
             kind=kind,
             rows=rows,
-            embedded=len(kept),
-            skipped=len(skipped),
-            skip_reasons=dict(skipped.counts()),
+            embedded=len(run.ids),
+            skipped=len(run.skipped),
+            skip_reasons=dict(run.skipped.counts()),
             duplicates=duplicates,
-            chunks=chunks,
-            resumed_chunks=resumed_chunks,
+            chunks=run.chunks,
+            resumed_chunks=run.resumed,
             seconds=round(time.perf_counter() - start, 3),
-            precision=precision.name,
-            num_processes=num_processes,
+            precision=run.precision.name,
+            num_processes=run.num_processes,
         )
 
     @classmethod
@@ -152,19 +146,7 @@ def parse_size(value: str | int | None) -> int | None:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-def partial_dir(out: str | os.PathLike) -> Path:
-    """Where the finished chunks of an interrupted build of ``out`` are kept."""
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
-
-
 # ---------------------------------------------------------------------- records
-def _norm_split(value: object) -> str | None:
-    if value is None or value != value:
-        return None
-    return _SPLITS.get(str(value).strip().lower())
-
-
 def _text_or_none(value: object) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -198,14 +180,14 @@ def records_frame(records: Any, split: str | None = None) -> pd.DataFrame:
             "id": [str(r["id"]) for r in rows],
             "study_id": [_text_or_none(r.get("study_id")) for r in rows],
             "patient_id": [_text_or_none(r.get("patient_id")) for r in rows],
-            "split": [_norm_split(r.get("split")) for r in rows],
+            "split": [normalize_split(r.get("split")) for r in rows],
             "image_path": [_text_or_none(r.get("image_path")) for r in rows],
             "report": [r.get("report") for r in rows],
             "labels": [dict(r.get("labels") or {}) for r in rows],
         }
     )
     if split is not None:
-        key = _norm_split(split)
+        key = normalize_split(split)
         if key is None:
             raise ValueError(f"unknown split {split!r}; use train, val or test")
         frame = frame[frame["split"] == key].reset_index(drop=True)
@@ -237,203 +219,31 @@ def _dedupe_reports(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 # ---------------------------------------------------------------------- embedding
-def _embed_chunk(
-    model,
-    kind: str,
-    frame: pd.DataFrame,
-    *,
-    batch_size: int,
-    num_workers: int,
-    device,
-    text_cache=None,
-    precision: str | Precision = "auto",
-) -> Embeddings:
-    """Embed one chunk of rows (the unit a build resumes by)."""
-    ids = frame["id"].tolist()
-    if kind == "reports":
-        return embed_texts(
-            model,
-            frame["report"].tolist(),
-            ids,
-            batch_size=batch_size,
-            device=device,
-            progress=False,
-            text_cache=text_cache,
-            precision=precision,
-        )
-    skipped = SkipLog()
-    has_path = frame["image_path"].notna().to_numpy()
-    for i in np.flatnonzero(~has_path):
-        skipped.add(ids[i], "no image")
-    sub = frame[has_path]
-    emb = embed_images(
-        model,
-        sub["image_path"].tolist(),
-        sub["id"].tolist(),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-        progress=False,
-        precision=precision,
+_EMBED_OPTIONS = (
+    "chunk_rows",
+    "batch_size",
+    "num_workers",
+    "device",
+    "progress",
+    "precision",
+    "text_cache",
+)
+
+
+def _embed_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The embedding keyword arguments of :func:`build_index` / :func:`add_to_index`, from their
+    ``locals()`` (one list, so both forward the same options the same way)."""
+    return {k: arguments[k] for k in _EMBED_OPTIONS if k in arguments}
+
+
+def _embed_frame(model, kind: str, frame: pd.DataFrame, work: Path, **options) -> ChunkedEmbeddings:
+    """The reports or scans of ``frame``'s rows, resumably in ``work``
+    (:func:`~radalign.encoders.embed_chunks.embed_resumable`: under torch.distributed each rank
+    embeds its share of the chunks and only rank 0 gets the rows)."""
+    col, key = ("report", "texts") if kind == "reports" else ("image_path", "paths")
+    return embed_resumable(
+        model, work, frame["id"].tolist(), **{key: frame[col].tolist()}, **options
     )
-    emb.skipped.rows[:0] = skipped.rows
-    return emb
-
-
-def _rows_digest(frame: pd.DataFrame, kind: str) -> str:
-    h = hashlib.sha256()
-    col = "report" if kind == "reports" else "image_path"
-    for i, v in zip(frame["id"], frame[col]):
-        h.update(f"{i}\x00{v}\x01".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
-
-
-def _embed_resumable(
-    model,
-    kind: str,
-    frame: pd.DataFrame,
-    work: Path,
-    *,
-    chunk_rows: int,
-    batch_size: int,
-    num_workers: int,
-    device,
-    progress: bool,
-    text_cache=None,
-    precision: Precision | None = None,
-) -> tuple[np.ndarray, list[str], SkipLog, int, int]:
-    """Embed ``frame`` chunk by chunk, keeping finished chunks in ``work``.
-
-    Returns (vectors, kept ids, skips, number of chunks, chunks taken from an earlier run).
-    Under torch.distributed each rank embeds its share of the chunks; only rank 0 loads them
-    all (the other ranks get no vectors, ids or skips) and the resumed count covers all ranks."""
-    rank, world = world_info()
-    precision = resolve_precision(precision or "auto", device or model.device)
-    plan = {
-        "fingerprint": model.fingerprint(),
-        "kind": kind,
-        "rows": len(frame),
-        "chunk_rows": int(chunk_rows),
-        "digest": _rows_digest(frame, kind),
-        "precision": precision.name,
-    }
-    plan_file = work / "plan.json"
-    if rank == 0:  # before the barrier: no rank may delete the directory once others write
-        if work.is_dir():
-            try:
-                old = json.loads(plan_file.read_text())
-            except (OSError, ValueError):
-                old = None
-            if old != plan:  # other rows, model or chunking: start over
-                shutil.rmtree(work)
-        if not work.is_dir():
-            work.mkdir(parents=True)
-            with atomic_write(plan_file, "w") as fh:
-                json.dump(plan, fh, indent=2)
-    if world > 1:  # also the barrier: no rank writes a chunk before rank 0 has set up ``work``
-        precision = _agree_with_rank0(plan, rank, device or model.device)
-    n_chunks = max(1, math.ceil(len(frame) / chunk_rows))
-    resumed = 0
-    for c in range(rank, n_chunks, world):
-        stem = work / f"chunk-{c:05d}"
-        done = stem.with_suffix(".parquet")
-        if done.is_file():
-            resumed += 1
-        else:
-            part = frame.iloc[c * chunk_rows : (c + 1) * chunk_rows]
-            emb = _embed_chunk(
-                model,
-                kind,
-                part,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                device=device,
-                text_cache=text_cache,
-                precision=precision,
-            )
-            with atomic_write(stem.with_suffix(".npy")) as fh:
-                np.save(fh, np.asarray(emb.vectors, np.float32), allow_pickle=False)
-            emb.skipped.write_csv(stem.with_suffix(".skipped.csv"))
-            with atomic_write(done) as fh:  # last: marks the chunk as finished
-                pd.DataFrame({"id": emb.metadata["id"].astype(str)}).to_parquet(fh, index=False)
-        if progress:
-            who = f" (rank {rank}/{world})" if world > 1 else ""
-            print(f"  chunk {c + 1}/{n_chunks} done{who}", flush=True)
-    if world > 1:  # also the barrier after which every chunk is on disk
-        counts: list[Any] = [None] * world
-        dist.all_gather_object(counts, resumed)
-        resumed = int(sum(counts))
-    vectors, kept, skipped = [], [], SkipLog()
-    dim = int(model.config.embed_dim)
-    if rank != 0:
-        return np.zeros((0, dim), np.float32), kept, skipped, n_chunks, resumed
-    for c in range(n_chunks):
-        stem = work / f"chunk-{c:05d}"
-        done = stem.with_suffix(".parquet")
-        if not done.is_file():
-            raise FileNotFoundError(f"{done}: chunk {c} was not finished by any process")
-        vectors.append(np.load(stem.with_suffix(".npy"), allow_pickle=False))
-        kept += pd.read_parquet(done)["id"].astype(str).tolist()
-        for row in _read_skips(stem.with_suffix(".skipped.csv")):
-            skipped.add(*row)
-    if progress:
-        print(f"  {n_chunks} chunk(s): {len(kept)} embedded", flush=True)
-    x = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
-    return x.astype(np.float32, copy=False), kept, skipped, n_chunks, resumed
-
-
-def init_distributed_from_env(timeout_s: float = 24 * 3600) -> tuple[int, int]:
-    """Join the process group that ``torchrun`` / ``accelerate launch`` describe in the
-    environment (``WORLD_SIZE`` > 1, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
-
-    Returns ``(rank, world)``.
-
-    Uses gloo: builds exchange only barriers and a few small objects, never tensors, so one
-    backend serves CPU and GPU ranks.  ``timeout_s`` bounds how long a rank waits for the
-    others (a barrier waits for the slowest rank's chunks).  No-op for one process or when a
-    group already exists."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(
-            backend="gloo", init_method="env://", timeout=_dt.timedelta(seconds=timeout_s)
-        )
-    return world_info()
-
-
-def _agree_with_rank0(plan: dict[str, Any], rank: int, device) -> Precision:
-    """Every rank takes rank 0's plan: refuses other rows or another model, and adopts rank 0's
-    precision (``auto`` is measured per process and could differ between ranks)."""
-    shared = [plan]
-    dist.broadcast_object_list(shared, src=0)
-    theirs = shared[0]
-    differ = sorted(k for k in plan if k != "precision" and plan[k] != theirs.get(k))
-    if differ:
-        raise ValueError(
-            f"rank {rank} disagrees with rank 0 on {', '.join(differ)}: every process must "
-            "load the same model and read the same records"
-        )
-    plan["precision"] = theirs["precision"]
-    return resolve_precision(theirs["precision"], device)
-
-
-def _finish_on_rank0(finish, load) -> Any:
-    """Rank 0 runs ``finish()``; then every other rank learns whether it worked and returns
-    ``load()`` (or raises with rank 0's error).  One process: just ``finish()``."""
-    rank, world = world_info()
-    if world == 1:
-        return finish()
-    status: list[Any] = [None]
-    if rank == 0:
-        try:
-            result = finish()
-        except BaseException as e:
-            dist.broadcast_object_list([f"{type(e).__name__}: {e}"], src=0)
-            raise
-        dist.broadcast_object_list(status, src=0)
-        return result
-    dist.broadcast_object_list(status, src=0)
-    if status[0] is not None:
-        raise RuntimeError(f"rank 0 failed to write the index: {status[0]}")
-    return load()
 
 
 def _load_built(path: Path, fingerprint: str) -> Index:
@@ -443,11 +253,40 @@ def _load_built(path: Path, fingerprint: str) -> Index:
     return index
 
 
-def _read_skips(path: Path) -> list[tuple[str, str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [(r["path"], r["reason"], r["detail"]) for r in csv.DictReader(fh)]
+def _embed_then_save(
+    model,
+    kind: str,
+    frame: pd.DataFrame,
+    out: Path,
+    save,
+    *,
+    extend: bool,
+    duplicates: int,
+    start: float,
+    **embed_options: Any,
+) -> Index:
+    """What a build and an add share: embed ``frame`` resumably into ``out.partial/``; then rank 0
+    runs ``save(run) -> Index`` (which writes the index directory ``out`` afresh), writes
+    ``skipped.csv`` and ``build.json`` (when ``extend``ing, after the earlier skips, with the
+    earlier ``build.json`` in its history) and removes the partial folder; the other ranks load
+    what it saved."""
+    work = partial_dir(out)
+    run = _embed_frame(model, kind, frame, work, **embed_options)
+
+    def finish() -> Index:
+        earlier = read_build_info(out) if extend else {}  # read before ``save`` replaces ``out``
+        skips = SkipLog(read_skips(out / SKIPPED_FILE) if extend else [])
+        skips.rows += run.skipped.rows
+        history = earlier.pop("history", []) + ([earlier] if earlier else [])
+        index = save(run)
+        summary = BuildSummary.of_run(kind, len(frame), run, duplicates, start)
+        skips.write_csv(out / SKIPPED_FILE)
+        _write_build_info(out, summary, index, history=history)
+        shutil.rmtree(work, ignore_errors=True)
+        index.build_summary = summary
+        return index
+
+    return finish_on_rank0(finish, lambda: _load_built(out, model.fingerprint()))
 
 
 # ---------------------------------------------------------------------- build / add
@@ -475,7 +314,7 @@ def build_index(
     in :func:`~radalign.encoders.embed.embed_texts`; ``precision``: ``auto``, ``bf16`` or
     ``fp32``.  The returned index carries the :class:`BuildSummary` as
     ``index.build_summary``."""
-    start = time.perf_counter()
+    start, options = time.perf_counter(), _embed_options(locals())
     kind = _check_kind(kind)
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -486,47 +325,25 @@ def build_index(
         frame, duplicates = _dedupe_reports(frame)
     if frame.empty:
         raise EmptyIndexError(f"no records to index{f' in split {split!r}' if split else ''}")
-    work = partial_dir(out)
-    precision = resolve_precision(precision, device or model.device)
-    x, kept, skipped, n_chunks, resumed = _embed_resumable(
-        model,
-        kind,
-        frame,
-        work,
-        chunk_rows=chunk_rows,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-        progress=progress,
-        text_cache=text_cache,
-        precision=precision,
-    )
-    world = world_info()[1]
 
-    def finish() -> Index:
-        if not kept:
+    def save(run: ChunkedEmbeddings) -> Index:
+        if not run.ids:
             raise EmptyIndexError(
-                f"none of the {len(frame)} {kind} could be embedded; {skipped.summary()}"
+                f"none of the {len(frame)} {kind} could be embedded; {run.skipped.summary()}"
             )
-        meta = _metadata(frame.set_index("id").loc[kept].reset_index(), kind)
         index = Index.build(
-            x,
-            meta,
+            run.vectors,
+            _metadata(frame.set_index("id").loc[run.ids].reset_index(), kind),
             fingerprint=model.fingerprint(),
             factory=factory,
             memory_budget_bytes=parse_size(memory_budget),
         )
         index.save(out)
-        summary = BuildSummary.of_run(
-            kind, len(frame), kept, skipped, duplicates, n_chunks, resumed, start, precision, world
-        )
-        skipped.write_csv(out / SKIPPED_FILE)
-        _write_build_info(out, summary, index, history=[])
-        shutil.rmtree(work, ignore_errors=True)
-        index.build_summary = summary
         return index
 
-    return _finish_on_rank0(finish, lambda: _load_built(out, model.fingerprint()))
+    return _embed_then_save(
+        model, kind, frame, out, save, extend=False, duplicates=duplicates, start=start, **options
+    )
 
 
 def add_to_index(
@@ -544,7 +361,7 @@ def add_to_index(
 ) -> Index:
     """Embed more records (same kind as the index) and append them; ids already in the index
     are left out.  Refuses an index built by another model (``FingerprintMismatch``)."""
-    start = time.perf_counter()
+    start, options = time.perf_counter(), _embed_options(locals())
     index_dir = Path(index_dir)
     index = Index.load(index_dir, expected_fingerprint=model.fingerprint(), mmap=False)
     kind = index_kind(index_dir, index)
@@ -555,44 +372,18 @@ def add_to_index(
     if kind == "reports":
         frame, dup = _dedupe_reports(frame)
         duplicates += dup
-    skipped, kept, n_chunks, resumed = SkipLog(), [], 0, 0
-    precision = resolve_precision(precision, device or model.device)
-    if len(frame):
-        work = partial_dir(index_dir)
-        x, kept, skipped, n_chunks, resumed = _embed_resumable(
-            model,
-            kind,
-            frame,
-            work,
-            chunk_rows=chunk_rows,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            device=device,
-            progress=progress,
-            precision=precision,
-        )
-    world = world_info()[1]
 
-    def finish() -> Index:
-        if kept:
-            meta = _metadata(frame.set_index("id").loc[kept].reset_index(), kind)
-            index.add(x, _align_columns(meta, index.metadata))
+    def save(run: ChunkedEmbeddings) -> Index:
+        if run.ids:
+            meta = _metadata(frame.set_index("id").loc[run.ids].reset_index(), kind)
+            index.add(run.vectors, _align_columns(meta, index.metadata))
             index.save(index_dir)
-        if len(frame):
-            shutil.rmtree(partial_dir(index_dir), ignore_errors=True)
-        summary = BuildSummary.of_run(
-            kind, len(frame), kept, skipped, duplicates, n_chunks, resumed, start, precision, world
-        )
-        old_skips = SkipLog(_read_skips(index_dir / SKIPPED_FILE))
-        old_skips.rows += skipped.rows
-        old_skips.write_csv(index_dir / SKIPPED_FILE)
-        info = read_build_info(index_dir)
-        history = info.get("history", []) + [{k: v for k, v in info.items() if k != "history"}]
-        _write_build_info(index_dir, summary, index, history=history)
-        index.build_summary = summary
         return index
 
-    return _finish_on_rank0(finish, lambda: _load_built(index_dir, model.fingerprint()))
+    return _embed_then_save(
+        model, kind, frame, index_dir, save, extend=True, duplicates=duplicates, start=start,
+        **options,
+    )  # fmt: skip
 
 
 def _align_columns(meta: pd.DataFrame, existing: pd.DataFrame) -> pd.DataFrame:

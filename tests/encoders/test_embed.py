@@ -15,27 +15,19 @@ def _scans(tmp_path, n=5):
     return tmp_path
 
 
+def _embed_scans(scans, out) -> int:
+    """``radalign embed`` of a folder or list of scans with ``tiny`` (no decoding workers)."""
+    return main(
+        ["embed", "--model", "tiny", "--images", str(scans), "--out", str(out), "--workers", "0"]
+    )
+
+
 def test_embed_images_skips_bad_files(tmp_path, capsys):
     scans = _scans(tmp_path / "scans")
     (scans / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (scans / "empty.dcm").write_bytes(b"")
     out = tmp_path / "out" / "emb.parquet"
-    assert (
-        main(
-            [
-                "embed",
-                "--model",
-                "tiny",
-                "--images",
-                str(scans),
-                "--out",
-                str(out),
-                "--workers",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert _embed_scans(scans, out) == 0
     emb = read_embeddings(out)
     assert sorted(emb.metadata["id"]) == [f"s{i}.png" for i in range(5)]
     assert emb.vectors.shape == (5, 32) and emb.kind == "image" and emb.fingerprint
@@ -47,32 +39,8 @@ def test_embed_images_skips_bad_files(tmp_path, capsys):
 
 def test_embed_npy_output_matches_parquet(tmp_path):
     scans = _scans(tmp_path / "scans", 3)
-    main(
-        [
-            "embed",
-            "--model",
-            "tiny",
-            "--images",
-            str(scans),
-            "--out",
-            str(tmp_path / "a.parquet"),
-            "--workers",
-            "0",
-        ]
-    )
-    main(
-        [
-            "embed",
-            "--model",
-            "tiny",
-            "--images",
-            str(scans),
-            "--out",
-            str(tmp_path / "b.npy"),
-            "--workers",
-            "0",
-        ]
-    )
+    assert _embed_scans(scans, tmp_path / "a.parquet") == 0
+    assert _embed_scans(scans, tmp_path / "b.npy") == 0
     a, b = read_embeddings(tmp_path / "a.parquet"), read_embeddings(tmp_path / "b.npy")
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-6)
     assert list(a.metadata["id"]) == list(b.metadata["id"])
@@ -110,20 +78,7 @@ def test_embed_nih_subset(shared_data, tmp_path, capsys):
         "\n".join([str(p) for p in sorted(images.glob("*.png"))[:20]] + [str(tmp_path / "bad.png")])
     )
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    assert (
-        main(
-            [
-                "embed",
-                "--model",
-                "tiny",
-                "--images",
-                str(listing),
-                "--out",
-                str(tmp_path / "b.parquet"),
-            ]
-        )
-        == 0
-    )
+    assert _embed_scans(listing, tmp_path / "b.parquet") == 0
     assert len(read_embeddings(tmp_path / "b.parquet")) == 20
     assert "skipped 1 (not an image: 1)" in capsys.readouterr().out
 

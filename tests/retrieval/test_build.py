@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from radalign.data.sources import open_source
 from radalign.data.synth import synthesize
+from radalign.encoders import embed_chunks
 from radalign.retrieval import build as build_mod
 from radalign.retrieval.build import (
     add_to_index,
@@ -81,7 +82,7 @@ def test_image_index_skips_bad_files_and_split(pairs, tiny_model, tmp_path):
 
 def test_resume_after_interruption_equals_one_shot(pairs, tiny_model, tmp_path, monkeypatch):
     one_shot = build_index(tiny_model, pairs, out=tmp_path / "one", chunk_rows=8)
-    real = build_mod._embed_chunk
+    real = embed_chunks.embed_texts
     calls = []
 
     def flaky(*args, **kw):
@@ -91,12 +92,12 @@ def test_resume_after_interruption_equals_one_shot(pairs, tiny_model, tmp_path, 
         return real(*args, **kw)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(build_mod, "_embed_chunk", flaky)
+    monkeypatch.setattr(embed_chunks, "embed_texts", flaky)
     with pytest.raises(KeyboardInterrupt):
         build_index(tiny_model, pairs, out=out, chunk_rows=8)
     assert not out.exists()
     assert sorted(p.name for p in partial_dir(out).glob("*.parquet")) == ["chunk-00000.parquet"]
-    monkeypatch.setattr(build_mod, "_embed_chunk", real)
+    monkeypatch.setattr(embed_chunks, "embed_texts", real)
     resumed = build_index(tiny_model, pairs, out=out, chunk_rows=8)
     assert resumed.build_summary.resumed_chunks == 1 and resumed.build_summary.chunks == 3
     assert not partial_dir(out).exists()
@@ -125,9 +126,24 @@ def test_add_to_index_appends_and_refuses_other_model(pairs, tiny_model, other_m
     assert index.build_summary.duplicates == 5 and index.build_summary.embedded == 14
     reloaded = Index.load(out, expected_fingerprint=tiny_model.fingerprint())
     assert sorted(reloaded.metadata["id"]) == sorted(r.id for r in records)
-    assert len(read_build_info(out)["history"]) == 1
+    history = read_build_info(out)["history"]
+    assert len(history) == 1 and history[0]["rows"] == 10 and history[0]["kind"] == "reports"
     with pytest.raises(FingerprintMismatch):
         add_to_index(other_model, out, records[:2])
+
+
+def test_add_keeps_the_earlier_skips(pairs, tiny_model, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"")
+    records = list(pairs)
+    first = [*records[:4], dataclasses.replace(records[0], id="bad-1", image_path=bad)]
+    more = [*records[4:8], dataclasses.replace(records[0], id="bad-2", image_path=bad)]
+    out = tmp_path / "img"
+    build_index(tiny_model, first, kind="images", out=out)
+    index = add_to_index(tiny_model, out, more)
+    assert len(index) == 8 and index.build_summary.skipped == 1
+    assert list(pd.read_csv(out / "skipped.csv")["reason"]) == ["zero-byte file"] * 2
+    assert read_build_info(out)["history"][0]["skipped"] == 1
 
 
 def test_rejects_paths_and_bad_kind(pairs, tiny_model, tmp_path):
@@ -196,10 +212,10 @@ def test_precision_is_recorded_and_a_resume_in_another_precision_starts_over(
     work = tmp_path / "work"
 
     def resumed(name: str) -> int:
-        return build_mod._embed_resumable(
+        return build_mod._embed_frame(
             tiny_model, "reports", frame, work, chunk_rows=2, batch_size=8, num_workers=0,
             device=None, progress=False, precision=Precision(name, "test"),
-        )[4]  # fmt: skip
+        ).resumed  # fmt: skip
 
     assert resumed("fp32") == 0
     assert resumed("fp32") == 2  # both chunks reused

@@ -79,7 +79,7 @@ def test_two_process_build_equals_one_process_and_resumes(tmp_path):
     )
     frame, _ = build_mod._dedupe_reports(build_mod.records_frame(pairs))
     work = partial_dir(again)
-    build_mod._embed_resumable(
+    build_mod._embed_frame(
         load("tiny", pretrained=False), "reports", frame, work, chunk_rows=CHUNK,
         batch_size=8, num_workers=0, device="cpu", progress=False, precision="fp32",
     )  # fmt: skip
