@@ -24,16 +24,19 @@ Appends one JSON line to ``benchmarks/results/loader_speed.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import append_run  # noqa: E402  (benchmarks/results_io.py, beside this script)
 
 
 def _image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -221,10 +224,7 @@ def main() -> None:
         f"{best * cores / model_ips:.1f}x (>1: the loader is not the bottleneck); "
         f"raw DICOM: {base * cores / model_ips:.2f}x"
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     row = {
-        "benchmark": "loader_speed",
         "n": args.n,
         "shape": [args.height, args.width],
         "size": args.size,
@@ -238,12 +238,8 @@ def main() -> None:
         "prepare_images_per_s": {k: args.n / v for k, v in prep_seconds.items()},
         "cpu": platform.processor() or platform.machine(),
         "cores": cores,
-        "loadavg_1min": os.getloadavg()[0],
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
     }
-    with open(out / "loader_speed.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_run("loader_speed", row, Path(args.out))
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

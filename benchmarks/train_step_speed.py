@@ -27,16 +27,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import append_run  # noqa: E402  (benchmarks/results_io.py, beside this script)
 
 REPORTS = [
     "Moderate left pleural effusion with adjacent atelectasis. No pneumothorax.",
@@ -158,17 +162,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for fn in variants.values():  # warm-up
-        fn()
-    for _ in range(args.reps):
-        for name, fn in variants.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(v) for name, v in times.items()}
+    median = _median_seconds(variants, args.reps, sync)
     base = median["bare+ClipLoss"]
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()
     print(
@@ -200,25 +194,18 @@ def main() -> None:
         f"{median['radalign global+local'] / median['radalign global'] - 1:+.1%}, token loss "
         f"{median['radalign global+token'] / median['radalign global'] - 1:+.1%}"
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     row = {
-        "benchmark": "train_step_speed",
         "model": args.model,
         "batch": args.batch,
         "device": device.type,
         "device_name": device_name,
         "mixed_precision": args.mixed_precision,
         "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "loadavg_1min": os.getloadavg()[0],
         "seconds": median,
         "ratio_to_baseline": {k: v / base for k, v in median.items()},
         "bf16": bf16_row,
-        "date": time.strftime("%Y-%m-%d"),
     }
-    with open(out / "train_step_speed.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_run("train_step_speed", row, Path(args.out))
 
 
 def _reduced_bf16(args, template, device, radalign_step, in_bf16, sync) -> dict:
@@ -236,23 +223,31 @@ def _reduced_bf16(args, template, device, radalign_step, in_bf16, sync) -> dict:
         "fp32": radalign_step(0.0, 0.0, batch=small),
         "bf16": in_bf16(radalign_step(0.0, 0.0, batch=small)),
     }
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(2):
-        for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = _median_seconds(fns, 2, sync)
     return {
         "batch": n,
         "bf16_s": med["bf16"],
         "fp32_s": med["fp32"],
         "ratio_to_fp32": med["fp32"] / med["bf16"],
     }
+
+
+def _median_seconds(
+    fns: dict[str, Callable[[], object]], reps: int, sync: Callable[[], None]
+) -> dict[str, float]:
+    """Median seconds per call of each of ``fns``: one warm-up call each, then ``reps`` rounds
+    calling them in turn (so load changes hit all alike), the device synced around each call."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(reps):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radalign.pretrain.config import DataConfig
+
+if TYPE_CHECKING:
+    from radalign.data.records import PairSet
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +28,17 @@ def phantom_root(config: DataConfig) -> Path:
     return root
 
 
-def load_pairs(config: DataConfig):
-    """A :class:`~radalign.data.records.PairSet` as ``config`` describes it."""
-    from radalign.data.sources import open_source
+def load_pairs(config: DataConfig, *, split: str | None = None) -> PairSet:
+    """A :class:`~radalign.data.records.PairSet` as ``config`` describes it, opened by
+    :func:`~radalign.data.sources.open_records`: ``split`` keeps one split (``train``/``val``/
+    ``test``, read by :func:`~radalign.data.records.split_option`; ``None`` or ``all`` keeps
+    every split), and a :class:`ValueError` says what was left out when no record is left."""
+    from radalign.data.sources import open_records
 
     root = phantom_root(config) if config.source == "phantoms" else Path(config.source)
-    return open_source(
+    return open_records(
         root,
+        split=split,
         layout=config.layout,
         views=tuple(config.views) if config.views else None,
         section=config.section,

@@ -156,16 +156,16 @@ def _index(args, run: RunFolder, state: dict):
     from radalign.retrieval.build import build_index
     from radalign.retrieval.search import open_index
 
-    pairs = load_pairs(state["data"])
-    test_data = dataclasses.replace(state["data"], phantoms_dir=str(run.phantoms_test_dir))
-    state["test"] = load_pairs(test_data).split("test")
+    data = state["data"]
+    test_data = dataclasses.replace(data, phantoms_dir=str(run.phantoms_test_dir))
+    state["test"] = load_pairs(test_data, split="test").records
     index_dir = run.index_dir
     if (index_dir / "index.json").is_file():
         state["index"] = open_index(state["model"], index_dir)
         return f"reusing {index_dir}", {"reused": True}
     index = build_index(
         state["model"],
-        pairs.split("train"),
+        load_pairs(data, split=data.train_split).records,
         kind="reports",
         out=index_dir,
         text_cache=state["text_cache"],

@@ -348,8 +348,10 @@ def _dataset_candidates(config_path: Path) -> tuple[list[tuple[str, str, str]], 
         if not (base / data.phantoms_layout).is_dir():
             return [], []
         masks = [base / "masks"]
-    pairs = load_pairs(data)
-    records = pairs.split("test") or pairs.split(data.val_split)
+    try:
+        records = load_pairs(data, split="test").records
+    except ValueError:  # no test split: the validation pairs
+        records = load_pairs(data, split=data.val_split).records
     found = [(r.id, str(r.image_path), r.report) for r in records if r.image_path and r.report]
     return found, masks
 

@@ -173,6 +173,29 @@ def test_report_text_paths_and_config_values_are_escaped(tmp_path):
     assert _parse(page).refs == []  # still self-contained: nothing became a script or link
 
 
+def test_dataset_candidates_are_the_test_split_else_validation(tmp_path):
+    """A plain pretrain run's heatmap scans: its dataset's test pairs, validation when none."""
+    import pandas as pd
+    from PIL import Image
+    from radalign.pretrain.config import TrainConfig, save_train_config
+
+    from radalign.report import _dataset_candidates
+
+    splits = {"a": "train", "b": "val", "c": "test"}
+    for name in splits:
+        Image.new("L", (8, 8)).save(tmp_path / f"{name}.png")
+    rows = [{"id": k, "image_path": f"{k}.png", "report": f"Report {k}.", "split": v,
+             "patient_id": k} for k, v in splits.items()]  # fmt: skip
+    for case, keep, want in (("all", splits, "c"), ("no-test", ("a", "b"), "b")):
+        manifest = tmp_path / f"{case}.csv"
+        pd.DataFrame([r for r in rows if r["id"] in keep]).to_csv(manifest, index=False)
+        config = TrainConfig()
+        config.data.source = str(manifest)
+        save_train_config(config, tmp_path / f"{case}.yaml")
+        found, masks = _dataset_candidates(tmp_path / f"{case}.yaml")
+        assert found == [(want, str(tmp_path / f"{want}.png"), f"Report {want}.")] and masks == []
+
+
 @pytest.mark.slow  # shares the module's demo folder (one tiny pretraining run)
 def test_scans_are_found_after_the_run_folder_moved(demo_dir):
     from radalign.report import _resolve_image

@@ -302,5 +302,5 @@ def test_flip_negatives_train_both_text_paths(phantoms, tmp_path, monkeypatch, f
         from radalign.data.sections import flip_laterality
         from radalign.pretrain.data import load_pairs
 
-        train = [r.report.strip() for r in load_pairs(config.data).split("train") if r.report]
+        train = [r.report.strip() for r in load_pairs(config.data, split="train") if r.report]
         assert all(flip_laterality(r) in result.text_cache.rows for r in train)
