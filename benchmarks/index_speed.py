@@ -71,6 +71,13 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / (len(truth) * k)
 
 
+def append_result(path: Path, record: dict) -> None:
+    """Append ``record`` as one JSON line to the results file ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
 def timed_search(index: Index, q: np.ndarray, k: int, **kw: int) -> tuple[np.ndarray, float]:
     index.search(q[: min(len(q), 16)], k, **kw)  # warm-up (page cache, lazy tables)
     t = time.perf_counter()
@@ -206,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         record = run_size(n, args)
         if not args.no_write:
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            with open(RESULTS, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_result(RESULTS, record)
     return 0
 
 

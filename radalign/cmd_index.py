@@ -14,6 +14,8 @@ EXAMPLES = """examples:
       --kind reports --out idx/reports
   radalign index build --model tiny --source manifest.csv --kind images --out idx/scans \\
       --memory-budget 2GB
+  radalign index build --model runs/demo/model --source /data/mimic-cxr-jpg --kind images \\
+      --out idx/scans --on-disk     # IVF-PQ with its inverted lists in idx/scans/index.ivfdata
   radalign index add --model runs/demo/model --index idx/reports --source more.csv
   radalign index info idx/reports
   torchrun --nproc_per_node 4 -m radalign index build --model runs/demo/model \\
@@ -62,7 +64,16 @@ def add_parser(sub) -> None:
     b.add_argument("--out", required=True, help="index directory to write")
     b.add_argument("--factory", default=None, help="FAISS index_factory string (default: auto)")
     b.add_argument(
-        "--memory-budget", default=None, help="resident index size limit, e.g. 2GB (auto index)"
+        "--memory-budget",
+        default=None,
+        help="resident index size limit, e.g. 2GB (auto index; switches to on-disk inverted "
+        "lists when the in-RAM IVF-PQ codes do not fit)",
+    )
+    b.add_argument(
+        "--on-disk",
+        action="store_true",
+        help="keep the IVF inverted lists in a memory-mapped file (index.ivfdata): resident "
+        "memory is the quantiser, the OS pages the lists; with --factory, an IVF string",
     )
     b.set_defaults(run=run, index_action=_build)
 
@@ -120,14 +131,13 @@ def _embed_options(args: argparse.Namespace, device) -> dict:
 
 
 def _open(args: argparse.Namespace, kind: str):
-    from radalign.data.sources import open_source
+    from radalign.data.sources import open_records
 
-    views = None if args.views.strip().lower() == "all" else args.views.split(",")
-    return open_source(
+    return open_records(
         args.source,
         layout=args.layout,
         split=args.split,
-        views=views,
+        views=args.views,
         one_image_per_study=kind == "reports",
         require_report=kind == "reports",
     )
@@ -153,7 +163,7 @@ def _build(args: argparse.Namespace) -> int:
             pairs,
             kind=args.kind,
             out=args.out,
-            factory=args.factory,
+            factory=_factory_option(args),
             memory_budget=args.memory_budget,
             **_embed_options(args, device),
         )
@@ -166,6 +176,17 @@ def _build(args: argparse.Namespace) -> int:
     if index.build_summary.skipped:
         print(f"  skipped inputs listed in {Path(args.out) / 'skipped.csv'}", file=sys.stderr)
     return 0
+
+
+def _factory_option(args: argparse.Namespace) -> str | None:
+    """``--factory`` with radalign's ``,OnDisk`` suffix under ``--on-disk`` (alone: "OnDisk",
+    the IVF index chosen for the corpus size, on disk)."""
+    if not args.on_disk:
+        return args.factory
+    from radalign.retrieval.index_choice import ON_DISK_SUFFIX, split_storage
+
+    rest = split_storage(args.factory or "")[0]
+    return rest + ON_DISK_SUFFIX if rest else ON_DISK_SUFFIX[1:]
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -209,6 +230,10 @@ def _info(args: argparse.Namespace) -> int:
         "labels": [c[len("label:") :] for c in labels],
         "skipped": build.get("skipped"),
         "index_bytes": index.index_bytes(),
+        "on_disk": index.on_disk,
+        "file_bytes": {
+            f.name: f.stat().st_size for f in sorted(Path(args.index_dir).iterdir()) if f.is_file()
+        },
     }
     if args.json:
         print(json.dumps(info, indent=2))

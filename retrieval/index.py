@@ -7,6 +7,8 @@ On disk an :class:`Index` is a directory::
     metadata.parquet  one row per vector: ``id`` (unique str) plus any user columns
                       (study/patient ids, report text or pointer, source path, modality, ...)
     index.faiss       the FAISS index (``faiss.write_index``)
+    index.ivfdata     only for on-disk indices (factory ending in ``,OnDisk``): the inverted
+                      lists, memory-mapped read-only (:mod:`radalign.retrieval.ondisk`)
     index.json        manifest: format version, dim, n, factory string, metric, normalize flag,
                       search params, embedding-model fingerprint, timestamps, radalign version,
                       and size + sha256 of every other file.  Written last.
@@ -21,6 +23,11 @@ the factory string (see :mod:`radalign.retrieval.index_choice`) is implemented h
 ``k * k_factor`` candidates from the compressed index and they are re-scored exactly against the
 stored vectors, so the full-precision vectors are not held twice.
 
+Indices larger than memory: :meth:`Index.build_on_disk` reads the vectors in chunks (an array,
+memory-mapped ``.npy`` parts, or a function yielding arrays), trains the IVF quantiser on a
+sample and writes the inverted lists to ``index.ivfdata``; :meth:`Index.load` maps them and
+:meth:`Index.search` is unchanged.  On-disk indices are read-only (rebuild to add vectors).
+
 Not thread-safe for concurrent :meth:`Index.add`; concurrent searches are serialised.
 """
 
@@ -30,8 +37,12 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import mmap
 import os
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +53,32 @@ import numpy as np
 import pandas as pd
 from radalign.encoders.atomic import atomic_dir
 from radalign.encoders.errors import InputError
-from radalign.retrieval.index_choice import choose_index, default_search_params, split_refine
+from radalign.retrieval.index_choice import (
+    ON_DISK_SUFFIX,
+    choose_index,
+    default_search_params,
+    split_refine,
+    split_storage,
+)
+from radalign.retrieval.ondisk import (
+    DEFAULT_BLOCK_ROWS,
+    DEFAULT_CHUNK_ROWS,
+    VectorSource,
+    add_on_disk,
+    chunk_reader,
+    on_disk_lists,
+    open_on_disk,
+    point_lists_at,
+    reservoir_sample,
+)
 
 FORMAT = "radalign-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: on-disk inverted lists (index.ivfdata); in-RAM indices still write 1
 VECTORS_FILE = "vectors.npy"
 METADATA_FILE = "metadata.parquet"
 FAISS_FILE = "index.faiss"
 MANIFEST_FILE = "index.json"
+IVFDATA_FILE = "index.ivfdata"
 METRIC = "inner_product"
 _CHUNK_ROWS = 65_536
 _RERANK_BYTES = 64 << 20
@@ -61,6 +90,7 @@ __all__ = [
     "Index",
     "IndexFormatError",
     "SearchResult",
+    "train_index",
 ]
 
 
@@ -186,11 +216,9 @@ class Index:
         training, e.g. ``Flat`` or ``HNSW32``; trained ones need :meth:`build`)."""
         if dim <= 0:
             raise ValueError(f"dimension must be positive, got {dim}")
-        base, _ = split_refine(factory)
-        try:
-            index = faiss.index_factory(int(dim), base, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as e:
-            raise ValueError(f"FAISS cannot build index_factory string {factory!r}: {e}") from e
+        if split_storage(factory)[1]:
+            raise ValueError(f"{factory!r} is an on-disk index: use Index.build_on_disk")
+        index = _new_faiss(int(dim), factory)
         if not index.is_trained:
             raise ValueError(
                 f"{factory!r} must be trained on data: use Index.build(vectors, ...) instead"
@@ -213,53 +241,150 @@ class Index:
         x: np.ndarray,
         meta: pd.DataFrame,
         *,
-        fingerprint: str,
         factory: str | None,
         memory_budget_bytes: int | None,
-        normalize: bool,
-        train_sample: int,
-        search_params: Mapping[str, int] | None,
-        seed: int,
-        threads: int | None,
-        created: str | None = None,
+        **opts: Any,
     ) -> Index:
+        """Build from prepared vectors; ``opts`` are the keywords of :meth:`build_on_disk`
+        (fingerprint, normalize, train_sample, search_params, seed, threads, created)."""
         n, dim = x.shape
         factory = factory or choose_index(n, dim, memory_budget_bytes)
-        base, _ = split_refine(factory)
-        try:
-            index = faiss.index_factory(dim, base, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as e:
-            raise ValueError(f"FAISS cannot build index_factory string {factory!r}: {e}") from e
-        _tune_training(index)
-        with _omp_threads(threads):
+        if split_storage(factory)[1]:
+            return cls._on_disk_in_scratch(
+                x, meta, factory=factory, memory_budget_bytes=memory_budget_bytes, **opts
+            )
+        index = _new_faiss(dim, factory)
+        train_sample = opts["train_sample"]
+        with _omp_threads(opts["threads"]):
             if not index.is_trained:
-                rng = np.random.default_rng(seed)
+                rng = np.random.default_rng(opts["seed"])
                 if n > train_sample:
                     rows = np.sort(rng.choice(n, size=train_sample, replace=False))
                     sample = np.ascontiguousarray(x[rows])
                 else:
                     sample = x
-                try:
-                    index.train(sample)
-                except RuntimeError as e:
-                    raise ValueError(
-                        f"training {factory!r} on {len(sample)} vectors failed (too few vectors "
-                        f"for this index? choose a smaller nlist/PQ or 'Flat'): {e}"
-                    ) from e
+                _train(index, sample, factory)
             for s in range(0, n, _CHUNK_ROWS * 4):
                 index.add(x[s : s + _CHUNK_ROWS * 4])
         params = default_search_params(factory)
-        params.update(search_params or {})
+        params.update(opts["search_params"] or {})
         return cls(
             faiss_index=index,
             vectors=x,
             metadata=meta,
             factory=factory,
-            fingerprint=fingerprint,
-            normalize=normalize,
+            fingerprint=opts["fingerprint"],
+            normalize=opts["normalize"],
             search_params=params,
-            created=created,
+            created=opts.get("created"),
         )
+
+    @classmethod
+    def build_on_disk(
+        cls,
+        vectors: VectorSource,
+        metadata: pd.DataFrame | Sequence[Mapping[str, Any]] | None,
+        out: str | os.PathLike,
+        *,
+        fingerprint: str,
+        factory: str | None = None,
+        memory_budget_bytes: int | None = None,
+        normalize: bool = True,
+        train_sample: int = 200_000,
+        block_rows: int = DEFAULT_BLOCK_ROWS,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        search_params: Mapping[str, int] | None = None,
+        seed: int = 0,
+        threads: int | None = None,
+        created: str | None = None,
+        trained: faiss.Index | None = None,
+    ) -> Index:
+        """Build an IVF index with on-disk inverted lists and save it at ``out`` (atomically).
+
+        ``vectors`` are read in chunks of ``chunk_rows``, twice (see
+        :data:`radalign.retrieval.ondisk.VectorSource`): a uniform sample of ``train_sample``
+        rows trains the quantiser, then every chunk is normalised, appended to ``vectors.npy``
+        and encoded, at most ``block_rows`` codes in RAM at a time.  ``factory`` is an IVF
+        string (``,OnDisk`` is implied; default: ``choose_index(n, dim, on_disk=True)``);
+        ``metadata`` as in :meth:`build` (held in RAM).  ``trained``: an already trained, empty
+        FAISS IVF index of that ``factory`` to reuse (no sampling pass, no training)."""
+        read = chunk_reader(vectors, chunk_rows)
+        if trained is None:
+            with _omp_threads(threads):
+                sample, n, dim = reservoir_sample(read(), train_sample, seed)
+        else:
+            if not trained.is_trained or trained.ntotal or not factory:
+                raise ValueError(
+                    "trained= must be a trained FAISS index holding no vectors, passed with "
+                    "the factory string it was made from"
+                )
+            sample, dim = None, int(trained.d)
+            n = sum(len(c) for c in read())
+        if n == 0:
+            raise EmptyIndexError("cannot build an index from 0 vectors")
+        meta = _prepare_metadata(metadata, n, start=0)
+        factory = split_storage(factory or "")[0] or choose_index(
+            n, dim, memory_budget_bytes, on_disk=True
+        )
+        factory = split_storage(factory)[0] + ON_DISK_SUFFIX
+        index = _new_faiss(dim, factory) if trained is None else faiss.clone_index(trained)
+        if faiss.try_extract_index_ivf(index) is None:
+            raise ValueError(f"{factory!r} is not an IVF index: only IVF lists can live on disk")
+        out = Path(out)
+        with atomic_dir(out) as tmp, _omp_threads(threads):
+            if sample is not None:
+                _train(index, _prepare_vectors(sample, dim, normalize, "sampled vectors"), factory)
+                del sample
+            with open(tmp / VECTORS_FILE, "wb") as store:  # plain writes: no dirty mapped pages
+                np.lib.format.write_array_header_1_0(
+                    store, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)}
+                )
+
+                def prepared() -> Iterator[np.ndarray]:
+                    s = 0
+                    for chunk in read():
+                        what = f"vectors[{s}:{s + len(chunk)}]"
+                        x = _prepare_vectors(chunk, dim, normalize, what)
+                        if s + len(x) > n:
+                            raise ValueError(f"the vector source gave over {n} rows when re-read")
+                        store.write(x.tobytes())
+                        s += len(x)
+                        yield x
+                    if s != n:
+                        raise ValueError(f"the vector source gave {s} rows when re-read, not {n}")
+
+                on_disk = add_on_disk(
+                    index, prepared(), tmp / IVFDATA_FILE, tmp / "blocks", block_rows=block_rows
+                )
+            params = default_search_params(factory)
+            params.update(search_params or {})
+            built = cls(
+                faiss_index=on_disk,
+                vectors=_map_vectors(tmp / VECTORS_FILE),
+                metadata=meta,
+                factory=factory,
+                fingerprint=fingerprint,
+                normalize=normalize,
+                search_params=params,
+                created=created,
+            )
+            built._write_dir(tmp)
+        built._moved_to(out)
+        return built
+
+    @classmethod
+    def _on_disk_in_scratch(cls, x: np.ndarray, meta: pd.DataFrame, **kw: Any) -> Index:
+        """:meth:`build_on_disk` into a temporary directory (``$TMPDIR``), removed with the
+        object; :meth:`save` links or copies the files to their place."""
+        scratch = Path(tempfile.mkdtemp(prefix="radalign-ondisk-"))
+        try:
+            built = cls.build_on_disk(x, meta, scratch / "index", **kw)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        built.path = None
+        weakref.finalize(built, shutil.rmtree, scratch, True)
+        return built
 
     def rebuild(
         self,
@@ -293,7 +418,14 @@ class Index:
         *,
         threads: int | None = None,
     ) -> Index:
-        """Append vectors and their metadata rows (trained indices are not retrained)."""
+        """Append vectors and their metadata rows (trained indices are not retrained; on-disk
+        indices are read-only: rebuild them with :meth:`build_on_disk`)."""
+        if self.on_disk:
+            raise ValueError(
+                "cannot append to an on-disk index (its inverted lists are a read-only file): "
+                "rebuild it over all vectors with Index.build_on_disk or "
+                "'radalign index build --on-disk'"
+            )
         x = _prepare_vectors(vectors, self.dim, self.normalize, "vectors")
         meta = _prepare_metadata(metadata, len(x), start=len(self))
         if len(x) == 0:
@@ -321,29 +453,50 @@ class Index:
         """Write the index directory atomically (``index.json`` last); returns the path."""
         path = Path(path)
         with atomic_dir(path) as tmp:
-            _save_npy(tmp / VECTORS_FILE, self._vectors)
-            self._metadata.to_parquet(tmp / METADATA_FILE, index=False)
-            _fsync_file(tmp / METADATA_FILE)
-            faiss.write_index(self._index, str(tmp / FAISS_FILE))
-            _fsync_file(tmp / FAISS_FILE)
-            manifest = self._manifest(
-                {name: _file_info(tmp / name) for name in (VECTORS_FILE, METADATA_FILE, FAISS_FILE)}
-            )
-            with open(tmp / MANIFEST_FILE, "w") as fh:
-                json.dump(manifest, fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-        if isinstance(self._vectors, np.memmap):  # the old file may be gone: map the new one
-            self._vectors = np.load(path / VECTORS_FILE, mmap_mode="r")
-        self.path = path
+            self._write_dir(tmp)
+        self._moved_to(path)
         return path
+
+    def _write_dir(self, tmp: Path) -> None:
+        """Write the index's files into the empty-or-partial directory ``tmp``, ``index.json``
+        last.  ``vectors.npy`` / ``index.ivfdata`` already there as this index's own files (an
+        on-disk build writes them first) are kept; on-disk lists are hard-linked or copied."""
+        names = [VECTORS_FILE, METADATA_FILE, FAISS_FILE]
+        if _maps_file(self._vectors, tmp / VECTORS_FILE):
+            _fsync_file(tmp / VECTORS_FILE)
+        else:
+            _save_npy(tmp / VECTORS_FILE, self._vectors)
+        lists = on_disk_lists(self._index)
+        if lists is not None:
+            names.append(IVFDATA_FILE)
+            dst = tmp / IVFDATA_FILE
+            if not (dst.exists() and dst.samefile(lists.filename)):
+                _link_or_copy(Path(lists.filename), dst)
+            _fsync_file(dst)
+        self._metadata.to_parquet(tmp / METADATA_FILE, index=False)
+        _fsync_file(tmp / METADATA_FILE)
+        faiss.write_index(self._index, str(tmp / FAISS_FILE))
+        _fsync_file(tmp / FAISS_FILE)
+        manifest = self._manifest({name: _file_info(tmp / name) for name in names})
+        with open(tmp / MANIFEST_FILE, "w") as fh:
+            json.dump(manifest, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _moved_to(self, path: Path) -> None:
+        """The files now live in ``path`` (the old ones may be gone): map the new ones."""
+        if isinstance(self._vectors, np.memmap):
+            self._vectors = _map_vectors(path / VECTORS_FILE)
+        if self.on_disk:
+            point_lists_at(self._index, path / IVFDATA_FILE)
+        self.path = path
 
     def _manifest(self, files: dict[str, dict[str, Any]]) -> dict[str, Any]:
         from radalign._version import __version__
 
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.on_disk else 1,
             "dim": self.dim,
             "n": len(self),
             "factory": self.factory,
@@ -384,13 +537,24 @@ class Index:
             )
         for name, info in manifest["files"].items():
             _check_file(path, name, info, verify)
+        on_disk = IVFDATA_FILE in manifest["files"]
         try:
-            vectors = np.load(path / VECTORS_FILE, mmap_mode="r" if mmap else None)
+            vectors = _map_vectors(path / VECTORS_FILE) if mmap else np.load(path / VECTORS_FILE)
             metadata = pd.read_parquet(path / METADATA_FILE)
-            index = faiss.read_index(str(path / FAISS_FILE))
+            if on_disk:
+                index = open_on_disk(path / FAISS_FILE, path / IVFDATA_FILE)
+            else:
+                index = faiss.read_index(str(path / FAISS_FILE))
         except Exception as e:  # checksums matched, so this is a format problem
             raise IndexFormatError(path, "unreadable index file", str(e)) from e
         n, dim = manifest["n"], manifest["dim"]
+        if on_disk != split_storage(manifest["factory"])[1]:
+            raise IndexFormatError(
+                path,
+                "inconsistent index",
+                f"factory {manifest['factory']!r} and the files listed in index.json disagree "
+                f"about on-disk lists ({IVFDATA_FILE})",
+            )
         if vectors.shape != (n, dim) or len(metadata) != n or index.ntotal != n or index.d != dim:
             raise IndexFormatError(
                 path,
@@ -540,6 +704,11 @@ class Index:
         return self._vectors
 
     @property
+    def on_disk(self) -> bool:
+        """True when the inverted lists are the memory-mapped file ``index.ivfdata``."""
+        return on_disk_lists(self._index) is not None
+
+    @property
     def search_params(self) -> dict[str, int]:
         return dict(self._search_params)
 
@@ -549,11 +718,28 @@ class Index:
         return self._index
 
     def index_bytes(self) -> int:
-        """Serialized size of the FAISS index (the vectors for re-ranking not included)."""
+        """Serialized size of the FAISS index (the vectors for re-ranking not included); for an
+        on-disk index, the part held in RAM (quantiser, codebooks, list table), the lists being
+        paged in from ``index.ivfdata``."""
         return int(faiss.serialize_index(self._index).nbytes)
 
 
 # ---------------------------------------------------------------------- helpers
+def train_index(
+    factory: str, sample: np.ndarray, *, normalize: bool = True, threads: int | None = None
+) -> faiss.Index:
+    """A trained, empty FAISS index for ``factory`` (radalign suffixes removed), trained on
+    ``sample`` the way :meth:`Index.build` trains; pass it to ``Index.build_on_disk(trained=)``
+    to reuse one training for several builds."""
+    x = _prepare_vectors(sample, None, normalize, "sample")
+    if len(x) == 0:
+        raise EmptyIndexError("cannot train on 0 vectors")
+    index = _new_faiss(x.shape[1], factory)
+    with _omp_threads(threads):
+        _train(index, x, factory)
+    return index
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -569,6 +755,29 @@ def _omp_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(prev)
+
+
+def _new_faiss(dim: int, factory: str) -> faiss.Index:
+    """An untrained FAISS index for ``factory`` (radalign's suffixes removed), tuned for training."""
+    base, _ = split_refine(factory)
+    try:
+        index = faiss.index_factory(dim, base, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ValueError(f"FAISS cannot build index_factory string {factory!r}: {e}") from e
+    _tune_training(index)
+    return index
+
+
+def _train(index: faiss.Index, sample: np.ndarray, factory: str) -> None:
+    if index.is_trained:
+        return
+    try:
+        index.train(sample)
+    except RuntimeError as e:
+        raise ValueError(
+            f"training {factory!r} on {len(sample)} vectors failed (too few vectors "
+            f"for this index? choose a smaller nlist/PQ or 'Flat'): {e}"
+        ) from e
 
 
 def _tune_training(index: faiss.Index) -> None:
@@ -667,6 +876,32 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _map_vectors(path: Path) -> np.ndarray:
+    """``vectors.npy`` memory-mapped read-only, marked for random access: re-ranking reads
+    ``k * k_factor`` scattered rows per query, and the kernel's default read-ahead (128 KiB a
+    fault) would page in most of the file instead."""
+    arr = np.load(path, mmap_mode="r")
+    raw = getattr(arr, "_mmap", None)
+    if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+        raw.madvise(mmap.MADV_RANDOM)
+    return arr
+
+
+def _maps_file(array: np.ndarray, path: Path) -> bool:
+    """True when ``array`` is a memory map of the file ``path``."""
+    name = getattr(array, "filename", None)
+    return (
+        isinstance(array, np.memmap) and name is not None and path.exists() and path.samefile(name)
+    )
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as fh:
         np.save(fh, np.asarray(array, dtype=np.float32), allow_pickle=False)
@@ -716,8 +951,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if manifest["metric"] != METRIC:
         raise IndexFormatError(path, "invalid index.json", f"unknown metric {manifest['metric']!r}")
     expected = {VECTORS_FILE, METADATA_FILE, FAISS_FILE}
-    if set(manifest["files"]) != expected:
-        raise IndexFormatError(path, "invalid index.json", f"files must be {sorted(expected)}")
+    if set(manifest["files"]) - {IVFDATA_FILE} != expected:
+        raise IndexFormatError(
+            path, "invalid index.json", f"files must be {sorted(expected)} (+ {IVFDATA_FILE})"
+        )
     return manifest
 
 

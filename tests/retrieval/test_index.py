@@ -75,11 +75,13 @@ def test_choose_index_rules() -> None:
     # a budget too small for Flat / HNSW moves to compressed codes
     assert choose_index(30_000, 512, memory_budget_bytes=10 << 20).startswith("IVF")
     assert choose_index(100_000, 512, memory_budget_bytes=50 << 20) == "IVF1024,PQ64x8,RFlat"
-    # tighter budget: smaller codes (m = dim/16)
-    assert choose_index(1_000_000, 512, memory_budget_bytes=50 << 20) == "IVF4096,PQ32x8,RFlat"
+    # tighter budget: the same codes, inverted lists on disk (tests/retrieval/test_ondisk_index.py)
+    assert (
+        choose_index(1_000_000, 512, memory_budget_bytes=50 << 20) == "IVF4096,PQ64x8,RFlat,OnDisk"
+    )
     assert choose_index(5_000, 512, memory_budget_bytes=3 << 20) == "SQ8,RFlat"
     with pytest.warns(UserWarning, match="memory budget"):
-        assert choose_index(1_000_000, 512, memory_budget_bytes=1000).startswith("IVF4096,PQ1x8")
+        assert choose_index(1_000_000, 512, memory_budget_bytes=1000).startswith("IVF4096,PQ64x8")
     with pytest.raises(ValueError, match="empty"):
         choose_index(0, 512)
 
