@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -150,9 +151,14 @@ def _agree_with_rank0(plan: dict[str, Any], rank: int, device) -> Precision:
 @dataclass
 class ChunkedEmbeddings:
     """What :func:`embed_in_chunks` returns.  On ranks other than 0 ``vectors``, ``metadata``
-    and ``skipped`` are empty; ``chunks``, ``resumed`` and ``precision`` hold on every rank."""
+    and ``skipped`` are empty; ``chunks``, ``resumed`` and ``precision`` hold on every rank.
 
-    vectors: np.ndarray
+    The vectors stay in the chunk files (``vector_files``, in row order) until ``vectors`` is
+    first read, so a caller that streams them (an on-disk index build) never holds them all;
+    read them before the work folder is removed."""
+
+    vector_files: list[Path]
+    dim: int
     metadata: pd.DataFrame
     skipped: SkipLog
     chunks: int
@@ -164,6 +170,14 @@ class ChunkedEmbeddings:
     @property
     def ids(self) -> list[str]:
         return self.metadata["id"].astype(str).tolist() if len(self.metadata) else []
+
+    @functools.cached_property
+    def vectors(self) -> np.ndarray:
+        """All vectors ``[rows, dim]`` float32, loaded from ``vector_files``."""
+        parts = [np.load(p, allow_pickle=False).reshape(-1, self.dim) for p in self.vector_files]
+        if not parts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def read_skips(path: Path) -> list[tuple[str, str, str]]:
@@ -198,20 +212,21 @@ def _save_chunk(stem: Path, emb: Embeddings) -> None:
         meta.to_parquet(fh, index=False)
 
 
-def _load_chunks(work: Path, n_chunks: int, dim: int) -> tuple[np.ndarray, pd.DataFrame, SkipLog]:
-    vectors, metas, skipped = [], [], SkipLog()
+def _load_chunks(work: Path, n_chunks: int) -> tuple[list[Path], pd.DataFrame, SkipLog]:
+    """The chunks' vector files (checked, not loaded), rows and skips, in row order."""
+    files, metas, skipped, n_vectors = [], [], SkipLog(), 0
     for c in range(n_chunks):
         stem = work / f"chunk-{c:05d}"
         done = stem.with_suffix(".parquet")
         if not done.is_file():
             raise FileNotFoundError(f"{done}: chunk {c} was not finished by any process")
-        vectors.append(np.load(stem.with_suffix(".npy"), allow_pickle=False))
+        files.append(stem.with_suffix(".npy"))
+        n_vectors += len(np.load(files[-1], mmap_mode="r", allow_pickle=False))
         metas.append(pd.read_parquet(done))
         skipped.rows += read_skips(stem.with_suffix(".skipped.csv"))
-    x = np.concatenate(vectors).astype(np.float32, copy=False)
-    if len(x) != sum(len(m) for m in metas):
+    if n_vectors != sum(len(m) for m in metas):
         raise ValueError(f"{work}: chunk vectors and rows disagree; delete it and run again")
-    return x.reshape(-1, dim), pd.concat(metas, ignore_index=True), skipped
+    return files, pd.concat(metas, ignore_index=True), skipped
 
 
 def embed_in_chunks(
@@ -260,11 +275,10 @@ def embed_in_chunks(
         dist.all_gather_object(counts, resumed)
         resumed = int(sum(counts))
     if rank != 0:
-        empty = np.zeros((0, dim), np.float32)
         return ChunkedEmbeddings(
-            empty, pd.DataFrame(), SkipLog(), n_chunks, resumed, precision, world
+            [], dim, pd.DataFrame(), SkipLog(), n_chunks, resumed, precision, world
         )
-    x, meta, skipped = _load_chunks(work, n_chunks, dim)
+    files, meta, skipped = _load_chunks(work, n_chunks)
     if progress:
         print(f"  {n_chunks} chunk(s): {len(meta)} embedded", flush=True)
-    return ChunkedEmbeddings(x, meta, skipped, n_chunks, resumed, precision, world)
+    return ChunkedEmbeddings(files, dim, meta, skipped, n_chunks, resumed, precision, world)

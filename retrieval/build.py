@@ -58,6 +58,7 @@ from radalign.encoders.sharded_work import (
     read_skips,
 )
 from radalign.retrieval.index import EmptyIndexError, Index
+from radalign.retrieval.index_choice import choose_index, split_storage
 
 __all__ = [
     "BUILD_FILE",
@@ -331,12 +332,24 @@ def build_index(
             raise EmptyIndexError(
                 f"none of the {len(frame)} {kind} could be embedded; {run.skipped.summary()}"
             )
+        meta = _metadata(frame.set_index("id").loc[run.ids].reset_index(), kind)
+        budget = parse_size(memory_budget)
+        chosen = factory or choose_index(len(meta), run.dim, budget)
+        if split_storage(chosen)[1]:  # streamed from the chunk files: never all in memory
+            return Index.build_on_disk(
+                run.vector_files,
+                meta,
+                out,
+                fingerprint=model.fingerprint(),
+                factory=chosen,
+                memory_budget_bytes=budget,
+            )
         index = Index.build(
             run.vectors,
-            _metadata(frame.set_index("id").loc[run.ids].reset_index(), kind),
+            meta,
             fingerprint=model.fingerprint(),
             factory=factory,
-            memory_budget_bytes=parse_size(memory_budget),
+            memory_budget_bytes=budget,
         )
         index.save(out)
         return index

@@ -220,3 +220,25 @@ def test_precision_is_recorded_and_a_resume_in_another_precision_starts_over(
     assert resumed("fp32") == 0
     assert resumed("fp32") == 2  # both chunks reused
     assert resumed("bf16") == 0  # another precision: start over
+
+
+def test_on_disk_build_streams_the_chunk_files(pairs, tiny_model, tmp_path, monkeypatch):
+    from radalign.encoders.sharded_work import ChunkedEmbeddings
+
+    flat = build_index(tiny_model, pairs, kind="images", out=tmp_path / "flat", factory="Flat",
+                       chunk_rows=8, precision="fp32")  # fmt: skip
+
+    def never(self):
+        raise AssertionError("an on-disk build must not load every vector at once")
+
+    monkeypatch.setattr(ChunkedEmbeddings, "vectors", property(never))
+    out = tmp_path / "disk"
+    index = build_index(tiny_model, pairs, kind="images", out=out, factory="IVF2,Flat,OnDisk",
+                        chunk_rows=8, precision="fp32")  # fmt: skip
+    assert index.on_disk and (out / "index.ivfdata").is_file()
+    assert not partial_dir(out).exists()
+    loaded = Index.load(out, expected_fingerprint=tiny_model.fingerprint())
+    assert loaded.metadata["id"].tolist() == flat.metadata["id"].tolist()
+    np.testing.assert_allclose(loaded.vectors, flat.vectors, atol=1e-6)
+    q = flat.vectors[:3]
+    assert (loaded.search(q, 1).indices[:, 0] == np.arange(3)).all()
