@@ -8,7 +8,9 @@ sub-hashes with one bit flip, so every pair within 7 bits shares a probed bucket
 the kNN graph, and MinHash bands bucket reports. A hash pair counts when phash + dhash differ in
 at most ``hash_distance`` (3) of their 128 bits: on the shared real data that recalls 10 of the 12
 listed pairs (the other two differ in 7 and 8 bits), while phantom laterals, which look alike,
-came as close as 4. Sets are formed by union-find over the pairs; a set spanning several patients
+came as close as 4 (or within 3, confirmed away by the embedding: where embeddings exist a hash
+pair must also be closer than :data:`HASH_CONFIRM` × the median nearest-neighbour distance).
+Sets are formed by union-find over the pairs; a set spanning several patients
 is ``high`` (split leakage), within one patient ``medium``.
 """
 
@@ -24,6 +26,10 @@ import pandas as pd
 from radalign.audit.findings import Finding
 from radalign.audit.knn import KNNGraph, knn_graph, valid_rows
 
+#: A perceptual-hash pair with embeddings counts when their cosine distance is below this
+#: fraction of the median nearest-neighbour distance (planted near-duplicates: 0.04-0.14;
+#: two look-alike phantom laterals within 3 hash bits: 0.86).
+HASH_CONFIRM = 0.5
 #: Intensity standard deviation below which an image counts as blank (as in image_stats).
 BLANK_STD = 0.01
 
@@ -163,7 +169,7 @@ def _set_finding(frame, rows, sub, what, score) -> Finding:
     )
 
 
-def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_factor):
+def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_factor, exclude):
     out: list[Finding] = []
     rows_of = defaultdict(list)
     if "image_path" in frame:
@@ -213,8 +219,23 @@ def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_fac
         nn = graph.distances[:, 0].astype(float)
         fin = np.isfinite(nn)
         cut = emb_factor * float(np.median(nn[fin]))
-        for i in np.flatnonzero(fin & (nn < cut)):
-            emb_pairs.append((i, int(graph.indices[i, 0])))
+        # images already flagged as outliers (blank, saturated, non-chest) look alike by nature
+        odd = frame["id"].astype(str).isin(exclude).to_numpy()
+        for i in np.flatnonzero(fin & (nn < cut) & ~odd):
+            j = int(graph.indices[i, 0])
+            if not odd[j]:
+                emb_pairs.append((i, j))
+        # a hash pair the embedding contradicts (two look-alike laterals) is not a duplicate
+        ok = valid_rows(image_emb)
+        unit = np.where(ok[:, None], image_emb, 0.0) / np.maximum(
+            np.linalg.norm(np.nan_to_num(image_emb), axis=1, keepdims=True), 1e-12
+        )
+        med = float(np.median(nn[fin]))
+        file_pairs = [
+            (a, b)
+            for a, b in file_pairs
+            if not (ok[a] and ok[b]) or 1 - float(unit[a] @ unit[b]) < HASH_CONFIRM * med
+        ]
     for rows in union_sets(len(frame), file_pairs + emb_pairs):
         if frozenset(rows) in exact_rows:
             continue
@@ -303,14 +324,17 @@ def check_duplicates(
     hash_distance: int = 3,
     emb_factor: float = 0.13,
     image_knn: KNNGraph | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
 ) -> list[Finding]:
     """Exact and near-duplicate images and duplicate/templated reports of ``table.frame``.
 
     ``stats`` is :func:`~radalign.audit.image_stats.image_stats`'s frame (hashes per file);
     ``hash_distance``: the most differing bits of phash + dhash (2 × 64 bits) for a near-duplicate
     pair; ``emb_factor``: Datalab's embedding rule (NN distance < factor × median NN distance).
-    ``report_emb`` is accepted for the contract but reports are compared as text."""
+    ``report_emb`` is accepted for the contract but reports are compared as text; ``exclude``:
+    record ids left out of embedding near-duplicate pairing (images already flagged as
+    outliers)."""
     frame = table.frame.reset_index(drop=True)
     return _image_duplicates(
-        frame, stats, image_emb, image_knn, hash_distance, emb_factor
+        frame, stats, image_emb, image_knn, hash_distance, emb_factor, exclude
     ) + _report_duplicates(frame)

@@ -42,6 +42,9 @@ def cached_embeddings(
 
     if kind not in ("image", "report"):
         raise ValueError(f"kind must be image or report, got {kind!r}")
+    embed, sizes = (
+        (embed_images, {"batch_size": batch_size}) if kind == "image" else (embed_texts, {})
+    )
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     fingerprint = model.fingerprint()
@@ -61,25 +64,15 @@ def cached_embeddings(
         rows = [i for i in range(lo, hi) if values[i].strip()]
         block = np.full((hi - lo, dim), np.nan, dtype=np.float32)
         if rows:
-            if kind == "image":
-                emb = embed_images(
-                    model,
-                    [values[i] for i in rows],
-                    [str(i) for i in rows],
-                    batch_size=batch_size,
-                    device=device,
-                    progress=progress,
-                    precision=precision,
-                )
-            else:
-                emb = embed_texts(
-                    model,
-                    [values[i] for i in rows],
-                    [str(i) for i in rows],
-                    device=device,
-                    progress=progress,
-                    precision=precision,
-                )
+            emb = embed(
+                model,
+                [values[i] for i in rows],
+                [str(i) for i in rows],
+                device=device,
+                progress=progress,
+                precision=precision,
+                **sizes,
+            )
             where = emb.metadata["id"].astype(int).to_numpy() - lo
             block[where] = emb.vectors
         with atomic_write(path) as fh:

@@ -6,20 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+from radalign.data.synth_anomalies import FINDING_TYPES
 
-__all__ = ["FINDING_TYPES", "SEVERITIES", "Finding", "findings_frame"]
+__all__ = ["FINDING_TYPES", "SEVERITIES", "Finding", "findings_frame", "rows_finding"]
 
-#: The eight kinds of problem the audit looks for, in the order the page shows them.
-FINDING_TYPES: tuple[str, ...] = (
-    "missing",
-    "entry_error",
-    "outlier",
-    "temporal",
-    "cross_modal",
-    "inconsistent",
-    "duplicate",
-    "drift",
-)
 #: ``high``: the row should not be trained on as is; ``medium``: look at it; ``low``: worth knowing.
 SEVERITIES: tuple[str, ...] = ("high", "medium", "low")
 
@@ -50,11 +40,28 @@ class Finding:
         self.paths = tuple(str(p) for p in self.paths if p)
 
 
+def rows_finding(
+    type: str, subtype: str, severity: str, explanation: str, rows: pd.DataFrame
+) -> Finding:
+    """A finding naming the records of ``rows`` (audit-table rows) and their image files."""
+    paths = rows.get("image_path", ())
+    return Finding(
+        type, subtype, severity, explanation, tuple(rows["id"]), tuple(p for p in paths if p)
+    )
+
+
 def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
     """One row per finding; ``ids`` and ``paths`` joined with ``|`` (so the CSV stays flat)."""
     rows = [
-        (f.type, f.subtype, f.severity, float(f.score), "|".join(f.ids), "|".join(f.paths),
-         f.explanation)
+        (
+            f.type,
+            f.subtype,
+            f.severity,
+            float(f.score),
+            "|".join(f.ids),
+            "|".join(f.paths),
+            f.explanation,
+        )
         for f in findings
     ]
     frame = pd.DataFrame(rows, columns=COLUMNS)
@@ -63,7 +70,9 @@ def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
     if len(frame):
         frame = frame.sort_values(
             ["type", "severity", "score"],
-            key=lambda c: c.map(order) if c.name == "type" else c.map(sev) if c.name == "severity" else -c,
+            key=lambda c: (
+                c.map(order) if c.name == "type" else c.map(sev) if c.name == "severity" else -c
+            ),
             kind="stable",
         ).reset_index(drop=True)
     return frame

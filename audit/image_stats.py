@@ -20,7 +20,7 @@ from radalign.encoders.atomic import atomic_write
 from radalign.encoders.errors import InputError
 from radalign.encoders.imageio import load_image
 
-__all__ = ["HIST_BINS", "STAT_COLUMNS", "check_image_stats", "file_stats", "image_stats"]
+__all__ = ["HIST_BINS", "STAT_COLUMNS", "THUMB", "check_image_stats", "file_stats", "image_stats"]
 
 HIST_BINS = 16
 STAT_COLUMNS = [
@@ -41,7 +41,13 @@ STAT_COLUMNS = [
     "dhash",
     "sha256",
 ] + [f"h{i}" for i in range(HIST_BINS)]
+#: Side of the thumbnail (area-averaged grey levels) kept per file for the layout check.
+THUMB = 8
+STAT_COLUMNS += [f"t{i}" for i in range(THUMB * THUMB)]
 CACHE_NAME = "image_stats.parquet"
+#: Least thumbnail distance (1 − correlation with its most alike images) for a layout outlier:
+#: clean phantoms (frontals and laterals) reach 0.2, inverted and non-chest images 0.85-1.2.
+LAYOUT_MIN = 0.5
 #: Datalab's outlier fence: Q3 + (1/0.37037 - 1)·IQR.
 FENCE = 1 / 0.37037 - 1
 
@@ -84,6 +90,7 @@ def file_stats(path: str) -> dict:
     center = img[h // 4 : h - h // 4, w // 4 : w - w // 4]
     hist = np.histogram(img, bins=HIST_BINS, range=(0.0, 1.0))[0] / img.size
     pil = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
+    thumb = pil.resize((THUMB, THUMB), Image.Resampling.BOX)
     row.update(
         ok=True,
         height=h,
@@ -99,6 +106,7 @@ def file_stats(path: str) -> dict:
         dhash=str(imagehash.dhash(pil)),
         sha256=_sha256(path),
         **{f"h{i}": float(v) for i, v in enumerate(hist)},
+        **{f"t{i}": float(v) / 255 for i, v in enumerate(np.asarray(thumb, float).ravel())},
     )
     return row
 
@@ -114,6 +122,8 @@ def image_stats(
     cache_file = Path(cache) / CACHE_NAME if cache is not None else None
     if cache_file is not None and cache_file.exists():
         cached = pd.read_parquet(cache_file)
+        if set(STAT_COLUMNS) - set(cached.columns):  # written by an older version: redo
+            cached = pd.DataFrame(columns=STAT_COLUMNS)
     done = dict(zip(cached["image_path"], cached["key"], strict=True)) if len(cached) else {}
     keys = {p: _key(p) for p in paths}
     todo = [p for p in paths if done.get(p) != keys[p]]
@@ -149,6 +159,46 @@ def _ids_by_path(table) -> dict[str, list[str]]:
 def _fence_hi(v: np.ndarray) -> float:
     q1, q3 = np.nanpercentile(v, [25, 75])
     return float(q3 + FENCE * (q3 - q1))
+
+
+def _layout_outliers(good: pd.DataFrame, flagged: set[str], k: int = 10) -> list[tuple]:
+    """(row, subtype, explanation, score) for images whose thumbnail (grey levels centred and
+    scaled per image) is far from the k most alike thumbnails of the archive (mean cosine
+    distance above Tukey's far-out fence and :data:`LAYOUT_MIN`): not a chest, or inverted when the negated thumbnail
+    fits the archive. Model-free, so it holds where an embedding maps odd images near ordinary
+    ones."""
+    from radalign.audit.knn import knn_graph
+    from radalign.audit.outliers import FAR_OUT, fence, knn_outlier_scores
+
+    t = good[[f"t{i}" for i in range(THUMB * THUMB)]].to_numpy(np.float64)
+    sd = t.std(axis=1)
+    rows = np.flatnonzero(np.isfinite(t).all(axis=1) & (sd > 1e-3))
+    if len(rows) < max(2 * k, 20):
+        return []
+    z = (t[rows] - t[rows].mean(axis=1, keepdims=True)) / sd[rows, None]
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    s = knn_outlier_scores(knn_graph(z, k=k))
+    cut = max(fence(s, FAR_OUT), LAYOUT_MIN)
+    out = []
+    for j in np.flatnonzero(s > cut):
+        if good.at[rows[j], "image_path"] in flagged:
+            continue
+        # the negated thumbnail's distance to its k most alike others
+        inv = 1 - np.sort(np.delete(z, j, axis=0) @ -z[j])[::-1][:k].mean()
+        if inv <= cut:
+            sub, why = "inverted_image", "grey scale looks inverted: the negated image fits"
+        else:
+            sub, why = "image_layout_outlier", "image layout unlike the archive's (not a chest?):"
+        out.append(
+            (
+                rows[j],
+                sub,
+                f"{why} thumbnail distance {s[j]:.2f} to its {k} most alike images "
+                f"(fence {cut:.2f}; negated {inv:.2f})",
+                float(s[j] / cut),
+            )
+        )
+    return out
 
 
 def check_image_stats(
@@ -255,4 +305,6 @@ def check_image_stats(
                         p,
                         float(abs(lv[i] - med) / tol),
                     )
+        for i, sub, why, score in _layout_outliers(good, flagged):
+            add(sub, "medium", why, good.at[i, "image_path"], score)
     return found

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from radalign.audit.findings import Finding
+from radalign.audit.findings import Finding, rows_finding
 from radalign.audit.table import AuditTable, imprecise_date, known
 
 __all__ = ["KNOWN_VIEWS", "check_entry_errors", "check_header", "check_inconsistent", "check_rules"]
@@ -198,32 +198,28 @@ def check_inconsistent(table: AuditTable) -> list[Finding]:
     out: list[Finding] = []
     if not len(f):
         return out
+
+    def flag(sub: str, severity: str, why: str, rows: pd.DataFrame) -> None:
+        out.append(rows_finding("inconsistent", sub, severity, why, rows))
+
     pk = known(f["patient_id"])
     fp = f[pk]
     for _pid, grp in fp.groupby("patient_id"):
         sexes = set(grp["sex"].dropna())
         if len(sexes) > 1:
-            out.append(
-                Finding(
-                    "inconsistent",
-                    "patient_sex_conflict",
-                    "high",
-                    f"one patient recorded as {' and '.join(sorted(sexes))}",
-                    tuple(grp["id"]),
-                    tuple(p for p in grp["image_path"] if p),
-                )
+            flag(
+                "patient_sex_conflict",
+                "high",
+                f"one patient recorded as {' and '.join(sorted(sexes))}",
+                grp,
             )
         by = grp["birth_year"].dropna()
         if len(by) and by.max() - by.min() > 1:
-            out.append(
-                Finding(
-                    "inconsistent",
-                    "birth_year_conflict",
-                    "high",
-                    f"birth years {by.min():g}-{by.max():g} for one patient",
-                    tuple(grp["id"]),
-                    tuple(p for p in grp["image_path"] if p),
-                )
+            flag(
+                "birth_year_conflict",
+                "high",
+                f"birth years {by.min():g}-{by.max():g} for one patient",
+                grp,
             )
         elif not len(by):
             ok = grp["age_valid"].notna() & grp["study_date"].notna()
@@ -233,44 +229,27 @@ def check_inconsistent(table: AuditTable) -> list[Finding]:
                     g["study_date"].dt.year + g["study_date"].dt.dayofyear / 365.25 - g["age_valid"]
                 )
                 if est.max() - est.min() > 2.5:
-                    out.append(
-                        Finding(
-                            "inconsistent",
-                            "age_conflict",
-                            "medium",
-                            f"ages and dates imply birth years {est.min():.0f}-{est.max():.0f}",
-                            tuple(g["id"]),
-                            tuple(p for p in g["image_path"] if p),
-                        )
+                    flag(
+                        "age_conflict",
+                        "medium",
+                        f"ages and dates imply birth years {est.min():.0f}-{est.max():.0f}",
+                        g,
                     )
     sk = known(f["study_id"])
     fs = f[sk & pk]
     for sid, grp in fs.groupby("study_id"):
         pats = set(grp["patient_id"])
         if len(pats) > 1:
-            out.append(
-                Finding(
-                    "inconsistent",
-                    "study_multiple_patients",
-                    "high",
-                    f"study {sid} appears under {len(pats)} patients",
-                    tuple(grp["id"]),
-                    tuple(p for p in grp["image_path"] if p),
-                )
+            flag(
+                "study_multiple_patients",
+                "high",
+                f"study {sid} appears under {len(pats)} patients",
+                grp,
             )
     for sid, grp in f[sk].groupby("study_id"):
         d = grp["study_date"].dropna().dt.normalize().unique()
         if len(d) > 1:
-            out.append(
-                Finding(
-                    "inconsistent",
-                    "study_date_conflict",
-                    "medium",
-                    f"study {sid} has {len(d)} different dates",
-                    tuple(grp["id"]),
-                    tuple(p for p in grp["image_path"] if p),
-                )
-            )
+            flag("study_date_conflict", "medium", f"study {sid} has {len(d)} different dates", grp)
     ik = known(f["image_path"])
     for path, grp in f[ik].groupby("image_path"):
         if len(grp) > 1:

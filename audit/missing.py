@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from radalign.audit.findings import Finding
+from radalign.audit.findings import Finding, rows_finding
 from radalign.audit.table import AuditTable, known
 
 __all__ = ["check_missing", "check_skipped"]
@@ -101,13 +101,13 @@ def check_missing(table: AuditTable, *, min_present: float = 0.5) -> list[Findin
         for sid, grp in g:
             if len(grp) == size[sid] and not grp["view"].isin(FRONTAL).any():
                 out.append(
-                    Finding(
+                    rows_finding(
                         "missing",
                         "no_frontal_view",
                         "medium",
-                        f"study has {len(grp)} image(s), none PA/AP ({', '.join(sorted(set(grp['view'])))})",
-                        tuple(grp["id"]),
-                        tuple(p for p in grp["image_path"] if p),
+                        f"study has {len(grp)} image(s), none PA/AP "
+                        f"({', '.join(sorted(set(grp['view'])))})",
+                        grp,
                     )
                 )
     for col, sub in (("patient_id", "patient_id_absent"), ("view", "view_absent")):

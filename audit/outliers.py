@@ -16,11 +16,14 @@ from radalign.audit.knn import KNNGraph, knn_graph, valid_rows
 
 __all__ = [
     "FENCE",
+    "LABEL_Z",
+    "MISMATCH_Z",
     "check_mismatch",
     "check_outliers",
     "english_ratio",
     "fence",
     "knn_outlier_scores",
+    "label_disagreement",
 ]
 
 FENCE = 1 / 0.37037 - 1
@@ -220,18 +223,71 @@ def check_outliers(
     return out
 
 
+#: Robust z (median/MAD of the archive's own mismatch scores) above which a pair is flagged.
+MISMATCH_Z = 4.0
+#: With labels: a pair is flagged at mismatch z above ``MISMATCH_Z - 1`` when its report also
+#: disagrees with its study's labels (robust z of the label loss above this).
+LABEL_Z = 2.5
+
+
+def _robust_z(v: np.ndarray) -> np.ndarray:
+    med = float(np.nanmedian(v))
+    mad = 1.4826 * float(np.nanmedian(np.abs(v - med))) or 1e-9
+    return (v - med) / mad
+
+
+def label_disagreement(frame: pd.DataFrame, report_emb: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per row: how badly the study's labels fit the labels of the ``k`` reports most alike its
+    report (binary cross-entropy against the neighbours' label shares, clipped to 0.05..0.95,
+    summed over labels): large when the report describes other findings than its labels say.
+    NaN without a ``labels`` column."""
+    out = np.full(len(frame), np.nan)
+    if "labels" not in frame:
+        return out
+    rows = [d if isinstance(d, dict) else {} for d in frame["labels"]]
+    lab = pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce")
+    if lab.shape[1] == 0:
+        return out
+    y = (lab.to_numpy(np.float64) == 1).astype(np.float64)
+    ok = valid_rows(report_emb)
+    if ok.sum() <= k:
+        return out
+    graph = knn_graph(report_emb[ok], k=k)
+    nb = np.flatnonzero(ok)[np.clip(graph.indices, 0, None)]
+    share = np.clip(y[nb].mean(axis=1), 0.05, 0.95)
+    yo = y[ok]
+    out[ok] = -(yo * np.log(share) + (1 - yo) * np.log(1 - share)).sum(axis=1)
+    return out
+
+
 def check_mismatch(
-    table, image_emb: np.ndarray | None, report_emb: np.ndarray | None, *, k: int = 10
+    table,
+    image_emb: np.ndarray | None,
+    report_emb: np.ndarray | None,
+    *,
+    k: int = 10,
+    z: float = MISMATCH_Z,
+    label_z: float = LABEL_Z,
+    exclude: set[str] | frozenset[str] = frozenset(),
 ) -> list[Finding]:
     """Cross-modal mismatch: :class:`~radalign.zeroshot.mismatch.MismatchScorer` scores (how much
-    better other reports fit the image than its own), flagged above Datalab's fence."""
+    better other reports fit the image than its own, and other images the report), flagged
+    when the score's robust z within the archive exceeds ``z`` and the pair is not among each
+    other's ``k`` best matches in either direction. Where the table has labels the report must
+    also disagree with its study's labels (:func:`label_disagreement` robust z above
+    ``label_z``), and then a mismatch z above ``z - 1`` suffices: the report fits neither its
+    image nor its labels, so it is the report that is wrong. Rows in ``exclude`` (ids already flagged as
+    outliers or entry errors: a blank image fits no report) are neither flagged nor part of
+    the reference distribution."""
     if image_emb is None or report_emb is None:
         return []
     from radalign.retrieval.index import Index
     from radalign.zeroshot.mismatch import MismatchScorer
 
     frame = table.frame
-    both = np.flatnonzero(valid_rows(image_emb) & valid_rows(report_emb))
+    ids = frame["id"].astype(str).to_numpy()
+    keep = valid_rows(image_emb) & valid_rows(report_emb) & ~np.isin(ids, list(exclude))
+    both = np.flatnonzero(keep)
     if len(both) < max(2 * k, 20):
         return []
     u = np.asarray(image_emb, np.float32)[both]
@@ -239,25 +295,34 @@ def check_mismatch(
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     t /= np.linalg.norm(t, axis=1, keepdims=True)
     studies = frame["study_id"].iloc[both].astype(str).tolist() if "study_id" in frame else None
-    meta = pd.DataFrame({"id": [str(x) for x in frame["id"].iloc[both]], "study_id": studies})
+    meta = pd.DataFrame({"id": ids[both], "study_id": studies})
     rep_ix = Index.build(t, meta, fingerprint="audit-reports", factory="Flat")
     img_ix = Index.build(u, meta, fingerprint="audit-images", factory="Flat")
     scores = MismatchScorer(report_index=rep_ix, k=k, image_index=img_ix).score(u, t, studies)
+    # the report's side: how many images fit the report better than its own image
+    rank_r2i = MismatchScorer(report_index=img_ix, k=k).score(t, u, studies)["rank"].to_numpy()
     s = scores["score"].to_numpy()
-    cut = fence(s)
+    rz = _robust_z(s)
+    rank = np.minimum(scores["rank"].to_numpy(), rank_r2i)
+    lz = label_disagreement(frame.iloc[both], t, k)
+    if np.isfinite(lz).any():
+        lz = _robust_z(lz)  # with labels, the report must also disagree with them
+        flag = (rz > z - 1) & (np.nan_to_num(lz, nan=-np.inf) > label_z)
+    else:
+        flag = rz > z
     out = []
-    # above the fence, and the own report not among the k reports that fit the image best
-    rank = scores["rank"].to_numpy()
-    for j in np.flatnonzero((s > max(cut, 0.0)) & (rank >= k)):
-        ids, paths = _rows(frame, both[j])
+    for j in np.flatnonzero(flag & (s > 0) & (rank >= k)):
+        fid, paths = _rows(frame, both[j])
         out.append(
             Finding(
                 "cross_modal",
                 "image_report_mismatch",
                 "medium",
-                f"report fits its image worse than other reports do (score {s[j]:.3f}, "
-                f"fence {cut:.3f}; own similarity {scores['similarity'].iat[j]:.3f})",
-                ids,
+                f"report fits its image worse than other reports do and the image its report "
+                f"worse than other images (score {s[j]:.3f}, robust z {rz[j]:.1f}; own "
+                f"similarity {scores['similarity'].iat[j]:.3f}; {rank[j]} better matches)"
+                + (f"; its labels unlike its report's (z {lz[j]:.1f})" if lz[j] == lz[j] else ""),
+                fid,
                 paths,
                 float(s[j]),
             )

@@ -1,8 +1,9 @@
 """``run_audit``: every check of the audit over one source, written as issues, summary and page.
 
 Stages (each resumable from ``out/cache``): the audit table → image statistics (one decode per
-file) → image and report embeddings (chunked cache) → rule checks, outliers, duplicates,
-cross-modal mismatch, drift → ``issues.csv``, ``issues.parquet``, ``summary.json`` and
+file) → image and report embeddings (chunked cache) → rule checks, outliers, then cross-modal
+mismatch and duplicates (both leaving out records already flagged as outliers or entry errors: a
+blank image fits no report, and blank images all look alike), drift → ``issues.csv``, ``issues.parquet``, ``summary.json`` and
 ``audit.html``, each written atomically. The source is only read, never modified.
 """
 
@@ -127,10 +128,14 @@ def run_audit(
         report_emb = stage(
             "embed_reports", cached_embeddings, net, table.frame, cache, kind="report", **kw
         )
-        found += stage("mismatch", outliers.check_mismatch, table, image_emb, report_emb, k=k)
     found += stage("outliers", outliers.check_outliers, table, image_emb, report_emb, k=k)
-    found += stage("duplicates", duplicates.check_duplicates, table, stats, image_emb, report_emb)
-    found += stage("drift", drift.check_drift, table, image_emb, report_emb)
+    odd = {i for f in found if f.type in ("outlier", "entry_error") for i in f.ids}
+    if net is not None:
+        found += stage(
+            "mismatch", outliers.check_mismatch, table, image_emb, report_emb, k=k, exclude=odd
+        )
+    found += stage("duplicates", duplicates.check_duplicates, table, stats, image_emb, exclude=odd)
+    found += stage("drift", drift.check_drift, table, image_emb, report_emb, stats=stats)
 
     frame = findings_frame(found)
     summary = _summary(

@@ -53,6 +53,11 @@ def _studies(f: pd.DataFrame) -> pd.DataFrame:
     return agg.reset_index()
 
 
+def _pair(sub: str, why: str, a: pd.Series, b: pd.Series) -> Finding:
+    """A temporal finding on two consecutive studies (rows of :func:`_studies`)."""
+    return Finding("temporal", sub, "medium", why, a["ids"] + b["ids"], a["paths"] + b["paths"])
+
+
 def check_temporal(
     table: AuditTable,
     *,
@@ -161,13 +166,8 @@ def check_temporal(
         for k in np.flatnonzero(gaps.to_numpy() > max_gap_years):
             a, b = g.iloc[k - 1], g.iloc[k]
             out.append(
-                Finding(
-                    "temporal",
-                    "implausible_gap",
-                    "medium",
-                    f"{gaps.iloc[k]:.0f} years between consecutive studies",
-                    a["ids"] + b["ids"],
-                    a["paths"] + b["paths"],
+                _pair(
+                    "implausible_gap", f"{gaps.iloc[k]:.0f} years between consecutive studies", a, b
                 )
             )
         if order_ok:
@@ -175,17 +175,8 @@ def check_temporal(
             for k in range(1, len(g)):
                 a, b = g.iloc[k - 1], g.iloc[k]
                 if ids[k] < ids[k - 1] and b["date"] > a["date"]:
-                    out.append(
-                        Finding(
-                            "temporal",
-                            "order_against_ids",
-                            "medium",
-                            f"study {b['study_id']} is later than {a['study_id']} "
-                            "though its id is smaller",
-                            a["ids"] + b["ids"],
-                            a["paths"] + b["paths"],
-                        )
-                    )
+                    why = f"study {b['study_id']} is later than {a['study_id']} though its id is smaller"
+                    out.append(_pair("order_against_ids", why, a, b))
         if has_birth:  # ages follow from birth years there; those checks cover it
             continue
         ages = g["age"].to_numpy(dtype=float)
@@ -195,16 +186,8 @@ def check_temporal(
                 years = (dd[k] - dd[k - 1]) / np.timedelta64(1, "D") / 365.25
                 if ages[k] < ages[k - 1] - 1 or ages[k] - ages[k - 1] > years + 1.5:
                     a, b = g.iloc[k - 1], g.iloc[k]
-                    out.append(
-                        Finding(
-                            "temporal",
-                            "age_sequence_break",
-                            "medium",
-                            f"age goes {ages[k - 1]:g} -> {ages[k]:g} over {years:.1f} years",
-                            a["ids"] + b["ids"],
-                            a["paths"] + b["paths"],
-                        )
-                    )
+                    why = f"age goes {ages[k - 1]:g} -> {ages[k]:g} over {years:.1f} years"
+                    out.append(_pair("age_sequence_break", why, a, b))
     return out
 
 

@@ -9,8 +9,8 @@ recall per subtype (what the detectors miss), and drift: the p-value reported fo
 window, plus the false-alarm rate of drift findings over ``--repeats`` unshifted archives
 (fresh phantoms, nothing planted).
 
-    python benchmarks/audit_planted.py                       # n=400, tiny random model
-    python benchmarks/audit_planted.py --model runs/demo/model --n 800 --repeats 20
+    python benchmarks/audit_planted.py --model /tmp/demo400/pretrain/model --repeats 20
+    python benchmarks/audit_planted.py --n 120 --repeats 0     # quick, tiny random model
 
 Targets (issue 12): recall >= 0.9 at precision >= 0.9 for every type but drift; drift p < 0.01
 for the planted shift; no drift finding on >= 95 % of unshifted repeats. Writes
@@ -154,6 +154,7 @@ def main() -> None:
         }
 
     alarms = 0
+    t_null = time.perf_counter()
     for k in range(args.repeats):
         root = out / f"null{k}"
         synthesize(root / "src", n=args.n, seed=1000 + k, size=args.size)
@@ -166,16 +167,19 @@ def main() -> None:
         )
         findings = _audit(root / "planted" / args.repeat_layout, root / "audit", args)
         alarms += int((findings["type"] == "drift").any())
+    null_secs = time.perf_counter() - t_null
     if args.repeats:
         line = (
             f"drift false alarms on unshifted archives: {alarms}/{args.repeats} "
-            f"({alarms / args.repeats:.0%}; target <= 5 %)"
+            f"({alarms / args.repeats:.0%}; target <= 5 %; {null_secs:.0f} s, "
+            f"{null_secs / args.repeats:.0f} s per repeat incl. synthesis)"
         )
         report += [line, ""]
         print(line)
     record |= {
         "false_alarms": alarms,
         "repeats": args.repeats,
+        "repeat_seconds": null_secs,
         "seconds": time.perf_counter() - t0,
         "host": platform.node(),
         "cpus": os.cpu_count(),

@@ -29,7 +29,7 @@ import gzip
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -42,6 +42,7 @@ from radalign.encoders.labels import CHEXPERT_LABELS
 
 __all__ = [
     "DEFAULT_RATES",
+    "FINDING_TYPES",
     "PLANT_TYPES",
     "SUBTYPES",
     "PlantSummary",
@@ -51,8 +52,9 @@ __all__ = [
     "uniform_rates",
 ]
 
-#: The audit's finding types (same order as ``radalign.audit.findings.FINDING_TYPES``).
-PLANT_TYPES: tuple[str, ...] = (
+#: The eight kinds of problem ``radalign audit`` looks for (and this module plants), in the order
+#: the audit page shows them; ``radalign.audit.findings`` imports it (audit may import data).
+FINDING_TYPES: tuple[str, ...] = (
     "missing",
     "entry_error",
     "outlier",
@@ -62,6 +64,7 @@ PLANT_TYPES: tuple[str, ...] = (
     "duplicate",
     "drift",
 )
+PLANT_TYPES = FINDING_TYPES
 #: Fraction of studies per type (drift: fraction of studies in the shifted window/site).
 DEFAULT_RATES: dict[str, float] = {t: 0.025 for t in PLANT_TYPES[:-1]} | {"drift": 0.2}
 OUT_LAYOUTS = ("dicom", "jpg", "manifest")
@@ -321,6 +324,26 @@ def _birth_years(df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 
 
 @dataclass
+class _Context:
+    """What planting one anomaly needs: the patient picker, the change log ``ops`` and lookups
+    of the clean table (studies/records per patient and study, frontal image, sex and label key
+    per study, source reports)."""
+
+    take: Callable[..., str | None]
+    rng: np.random.Generator
+    ops: dict[str, dict]
+    reports: dict[str, str]
+    row: pd.DataFrame
+    studies_of_pat: dict[str, list[str]]
+    recs_of_study: dict[str, list[str]]
+    recs_of_pat: dict[str, list[str]]
+    first_study: dict[str, str]
+    frontal_of: dict[str, str]
+    sex_of: dict[str, str]
+    key_of: dict[str, str]
+
+
+@dataclass
 class _Plant:
     type: str
     subtype: str
@@ -347,16 +370,6 @@ def _plan(
     free = [free[i] for i in rng.permutation(len(free))]
     used: set[str] = set()
     frontal = df[df["image_kind"] == "frontal"]
-    recs_of_study = df.groupby("study_id")["dicom_id"].apply(list).to_dict()
-    recs_of_pat = df.groupby("subject_id")["dicom_id"].apply(list).to_dict()
-    studies_of_pat = (
-        df.groupby("subject_id")["study_id"].apply(lambda s: list(dict.fromkeys(s))).to_dict()
-    )
-    first_study = studies.groupby("subject_id")["study_id"].first().to_dict()
-    frontal_of = frontal.drop_duplicates("study_id").set_index("study_id")["dicom_id"].to_dict()
-    row = df.set_index("dicom_id")
-    sex_of = studies.set_index("study_id")["sex"].to_dict()
-    key_of = studies.set_index("study_id")["label_key"].to_dict()
 
     def take(multi: bool | None, cond=lambda p: True) -> str | None:
         """A free patient (one study: False, several: True, either: None, one-study patients
@@ -373,6 +386,22 @@ def _plan(
 
     plants: list[_Plant] = []
     ops: dict[str, dict] = {}
+    ctx = _Context(
+        take=take,
+        rng=rng,
+        ops=ops,
+        reports=reports,
+        row=df.set_index("dicom_id"),
+        studies_of_pat=(
+            df.groupby("subject_id")["study_id"].apply(lambda s: list(dict.fromkeys(s))).to_dict()
+        ),
+        recs_of_study=df.groupby("study_id")["dicom_id"].apply(list).to_dict(),
+        recs_of_pat=df.groupby("subject_id")["dicom_id"].apply(list).to_dict(),
+        first_study=studies.groupby("subject_id")["study_id"].first().to_dict(),
+        frontal_of=frontal.drop_duplicates("study_id").set_index("study_id")["dicom_id"].to_dict(),
+        sex_of=studies.set_index("study_id")["sex"].to_dict(),
+        key_of=studies.set_index("study_id")["label_key"].to_dict(),
+    )
     for typ in PLANT_TYPES[:-1]:
         subs = [
             s
@@ -388,24 +417,7 @@ def _plan(
             sub = subs[k % len(subs)]
             k += 1
             scope = SUBTYPES[typ][sub][0]
-            plant = _plant_one(
-                typ,
-                sub,
-                scope,
-                take,
-                rng,
-                studies_of_pat,
-                recs_of_study,
-                recs_of_pat,
-                first_study,
-                frontal_of,
-                row,
-                sex_of,
-                key_of,
-                reports,
-                ops,
-                k,
-            )
+            plant = _plant_one(ctx, typ, sub, scope, k)
             if plant is None:
                 misses += 1
                 continue
@@ -415,25 +427,20 @@ def _plan(
     return plants, ops
 
 
-def _plant_one(
-    typ,
-    sub,
-    scope,
-    take,
-    rng,
-    studies_of_pat,
-    recs_of_study,
-    recs_of_pat,
-    first_study,
-    frontal_of,
-    row,
-    sex_of,
-    key_of,
-    reports,
-    ops,
-    k,
-) -> _Plant | None:
-    """Choose the patient(s) for one anomaly and record the change in ``ops``."""
+def _plant_one(ctx: _Context, typ: str, sub: str, scope: str, k: int) -> _Plant | None:
+    """Choose the patient(s) for one anomaly and record the change in ``ctx.ops``."""
+    take, rng, ops, reports, row = ctx.take, ctx.rng, ctx.ops, ctx.reports, ctx.row
+    studies_of_pat, recs_of_study, recs_of_pat = (
+        ctx.studies_of_pat,
+        ctx.recs_of_study,
+        ctx.recs_of_pat,
+    )
+    first_study, frontal_of, sex_of, key_of = (
+        ctx.first_study,
+        ctx.frontal_of,
+        ctx.sex_of,
+        ctx.key_of,
+    )
     if scope == "pair":
         a = take(None)
         if a is None:

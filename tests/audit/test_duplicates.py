@@ -33,15 +33,22 @@ def test_union_sets_and_text():
     assert union_sets(5, [(0, 1), (1, 2), (3, 4)]) == [[0, 1, 2], [3, 4]]
     assert normalise_text("  No  acute, process!") == "no acute process"
     a = "the lungs are clear with no effusion and the heart size is normal today"
-    pairs = minhash_pairs([a, a.replace("today", "now"), "completely different text about bones"
-                           " and joints of the left hand"], threshold=0.8)
+    pairs = minhash_pairs(
+        [
+            a,
+            a.replace("today", "now"),
+            "completely different text about bones and joints of the left hand",
+        ],
+        threshold=0.8,
+    )
     assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
 
 
 def _img(rng):
     yy, xx = np.mgrid[:64, :64] / 64
-    return (255 * np.clip(rng.random((8, 8)).repeat(8, 0).repeat(8, 1) * 0.6 + 0.3 * xx, 0, 1)
-            ).astype(np.uint8)
+    return (
+        255 * np.clip(rng.random((8, 8)).repeat(8, 0).repeat(8, 1) * 0.6 + 0.3 * xx, 0, 1)
+    ).astype(np.uint8)
 
 
 def test_image_and_report_duplicates(tmp_path):
@@ -53,8 +60,26 @@ def test_image_and_report_duplicates(tmp_path):
         paths.append(str(p))
         patients.append(f"p{i}")
         studies.append(f"s{i}")
-        reports.append(" ".join(rng.choice(["lung", "heart", "clear", "no", "effusion", "mild",
-                                            "edema", "left", "right", "base", "opacity"], 12)))
+        reports.append(
+            " ".join(
+                rng.choice(
+                    [
+                        "lung",
+                        "heart",
+                        "clear",
+                        "no",
+                        "effusion",
+                        "mild",
+                        "edema",
+                        "left",
+                        "right",
+                        "base",
+                        "opacity",
+                    ],
+                    12,
+                )
+            )
+        )
     # exact copy for another patient, near copy within the same patient
     (tmp_path / "copy.png").write_bytes((tmp_path / "i0.png").read_bytes())
     near = np.asarray(Image.open(paths[1])).astype(int) + rng.integers(-3, 4, (64, 64))
@@ -63,8 +88,15 @@ def test_image_and_report_duplicates(tmp_path):
     patients += ["p99", "p1"]
     studies += ["s40", "s41"]
     reports += [reports[5], reports[6] + " unchanged"]
-    frame = pd.DataFrame({"id": [f"r{i}" for i in range(42)], "image_path": paths,
-                          "patient_id": patients, "study_id": studies, "report": reports})
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(42)],
+            "image_path": paths,
+            "patient_id": patients,
+            "study_id": studies,
+            "report": reports,
+        }
+    )
     table = SimpleNamespace(frame=frame)
     found = check_duplicates(table, image_stats(table))
     by = {f.subtype: f for f in found}
@@ -80,11 +112,18 @@ def test_embedding_near_duplicates():
     rng = np.random.default_rng(1)
     emb = rng.normal(size=(100, 16))
     emb[50] = emb[3] + 1e-3 * rng.normal(size=16)
-    frame = pd.DataFrame({"id": [f"r{i}" for i in range(100)],
-                          "image_path": [f"/x/{i}.png" for i in range(100)],
-                          "patient_id": [f"p{i}" for i in range(100)], "report": ""})
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(100)],
+            "image_path": [f"/x/{i}.png" for i in range(100)],
+            "patient_id": [f"p{i}" for i in range(100)],
+            "report": "",
+        }
+    )
     found = check_duplicates(SimpleNamespace(frame=frame), None, emb)
     assert [set(f.ids) for f in found] == [{"r3", "r50"}]
+    # images already flagged as outliers (e.g. two blank files) are not paired as duplicates
+    assert not check_duplicates(SimpleNamespace(frame=frame), None, emb, exclude={"r50"})
 
 
 def test_recall_of_known_real_near_duplicates(shared_data):
@@ -93,8 +132,9 @@ def test_recall_of_known_real_near_duplicates(shared_data):
     from radalign.audit.table import load_table
 
     names = ("covid_chestxray", "figure1_covid", "nih_cxr14_subset")
-    frames = [load_table(shared_data / n).frame.assign(id=lambda f, n=n: n + ":" + f["id"])
-              for n in names]
+    frames = [
+        load_table(shared_data / n).frame.assign(id=lambda f, n=n: n + ":" + f["id"]) for n in names
+    ]
     table = SimpleNamespace(frame=pd.concat(frames, ignore_index=True))
     found = check_duplicates(table, image_stats(table))
     groups = [{os.path.realpath(p) for p in f.paths} for f in found if "image" in f.subtype]
@@ -105,6 +145,8 @@ def test_recall_of_known_real_near_duplicates(shared_data):
         b = os.path.realpath(shared_data / r.dataset_b / r.image_path_b)
         hit += any(a in g and b in g for g in groups)
     recall = hit / len(truth)
-    print(f"near-duplicate recall on shared data: {hit}/{len(truth)} = {recall:.2f}; "
-          f"{len(groups)} image groups found")
+    print(
+        f"near-duplicate recall on shared data: {hit}/{len(truth)} = {recall:.2f}; "
+        f"{len(groups)} image groups found"
+    )
     assert recall >= 0.8

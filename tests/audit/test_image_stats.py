@@ -82,3 +82,20 @@ def test_clean_phantoms_give_few_findings(tmp_path):
     table = load_table(tmp_path / "ph" / "jpg")
     found = check_image_stats(table, image_stats(table))
     assert len(found) <= 2, [f.explanation for f in found]
+
+
+def test_layout_outlier_is_model_free(tmp_path):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(30):
+        Image.fromarray(_body(rng)).save(tmp_path / f"ok{i}.png")
+        paths.append(str(tmp_path / f"ok{i}.png"))
+    yy, xx = np.mgrid[:64, :64] / 64
+    stripes = 128 + 90 * np.sin(2 * np.pi * (3 * xx + 2 * yy)) + rng.normal(0, 8, (64, 64))
+    Image.fromarray(np.clip(stripes, 0, 255).astype(np.uint8)).save(tmp_path / "stripes.png")
+    paths.append(str(tmp_path / "stripes.png"))
+    table = SimpleNamespace(
+        frame=pd.DataFrame({"id": [f"r{i}" for i in range(len(paths))], "image_path": paths})
+    )
+    found = check_image_stats(table, image_stats(table))
+    assert [(f.subtype, f.ids) for f in found] == [("image_layout_outlier", ("r30",))]

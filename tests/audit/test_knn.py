@@ -50,8 +50,7 @@ def test_embedding_outliers_flag_planted_points():
     centre = rng.normal(size=32)
     x = centre + 0.3 * rng.normal(size=(400, 32))
     x[:4] = rng.normal(size=(4, 32)) * 3  # far from the cluster
-    frame = pd.DataFrame({"id": [f"r{i}" for i in range(400)], "image_path": None,
-                          "report": ""})
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(400)], "image_path": None, "report": ""})
     found = check_outliers(SimpleNamespace(frame=frame), x, None, k=10)
     flagged = {f.ids[0] for f in found if f.subtype == "image_embedding"}
     assert {"r0", "r1", "r2", "r3"} <= flagged
@@ -64,8 +63,7 @@ def test_report_language_and_length():
     texts = ["The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal."] * 60
     texts[0] = "Les poumons sont dégagés, pas d'épanchement pleural ni de pneumothorax visible ici."
     texts[1] = " ".join(["There is a small effusion on the left with no change."] * 40)
-    frame = pd.DataFrame({"id": [f"r{i}" for i in range(60)], "image_path": None,
-                          "report": texts})
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(60)], "image_path": None, "report": texts})
     found = check_outliers(SimpleNamespace(frame=frame), None, None)
     subs = {(f.subtype, f.ids[0]) for f in found}
     assert ("report_language", "r0") in subs
@@ -81,8 +79,64 @@ def test_mismatch_flags_swapped_reports():
     rep = rng.normal(size=(200, 16))
     img = rep + 0.3 * rng.normal(size=(200, 16))
     rep[[0, 1]] = rep[[1, 0]]  # two swapped pairs
-    frame = pd.DataFrame({"id": [f"r{i}" for i in range(200)], "image_path": None,
-                          "study_id": [f"s{i}" for i in range(200)], "report": ""})
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(200)],
+            "image_path": None,
+            "study_id": [f"s{i}" for i in range(200)],
+            "report": "",
+        }
+    )
     found = check_mismatch(SimpleNamespace(frame=frame), img, rep, k=10)
     flagged = {f.ids[0] for f in found}
     assert {"r0", "r1"} <= flagged and len(flagged) <= 6
+
+
+def test_mismatch_leaves_out_excluded_rows():
+    from radalign.audit.outliers import check_mismatch
+
+    rng = np.random.default_rng(5)
+    rep = rng.normal(size=(200, 16))
+    img = rep + 0.3 * rng.normal(size=(200, 16))
+    rep[[0, 1]] = rep[[1, 0]]
+    img[2] = rng.normal(size=16)  # an odd image, already an outlier: fits no report
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(200)],
+            "image_path": None,
+            "study_id": [f"s{i}" for i in range(200)],
+            "report": "",
+        }
+    )
+    table = SimpleNamespace(frame=frame)
+    assert "r2" in {f.ids[0] for f in check_mismatch(table, img, rep, k=10)}
+    flagged = {f.ids[0] for f in check_mismatch(table, img, rep, k=10, exclude={"r2"})}
+    assert {"r0", "r1"} <= flagged and "r2" not in flagged
+
+
+def test_labels_gate_the_mismatch():
+    from radalign.audit.outliers import check_mismatch, label_disagreement
+
+    rng = np.random.default_rng(6)
+    n = 300
+    y = rng.random((n, 3)) < 0.3
+    centres = rng.normal(size=(8, 16)) * 2
+    key = y @ np.array([1, 2, 4])
+    rep = centres[key] + 0.5 * rng.normal(size=(n, 16))
+    img = rep + 0.5 * rng.normal(size=(n, 16))
+    i, j = np.flatnonzero(key == 0)[0], np.flatnonzero(key == 7)[0]
+    rep[[i, j]] = rep[[j, i]]  # reports swapped between studies with other labels
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{r}" for r in range(n)],
+            "image_path": None,
+            "study_id": [f"s{r}" for r in range(n)],
+            "report": "",
+            "labels": [{c: float(v) for c, v in zip("abc", row, strict=True)} for row in y],
+        }
+    )
+    loss = label_disagreement(frame, rep)
+    assert set(np.argsort(-loss)[:2]) == {i, j}
+    flagged = {f.ids[0] for f in check_mismatch(SimpleNamespace(frame=frame), img, rep)}
+    assert {f"r{i}", f"r{j}"} <= flagged and len(flagged) <= 4
+    assert np.isnan(label_disagreement(frame.drop(columns="labels"), rep)).all()
