@@ -55,6 +55,15 @@ VARIANTS = {
         "loss.flip_negatives": True,
     },
     "+lr-2e-3": {"optim.lr": 2.0e-3},
+    "+pool-grid-1x2": {"model": {"image.pool_grid": [1, 2]}},
+    "+pool-grid-1x2+flip-negatives": {
+        "model": {"image.pool_grid": [1, 2]},
+        "loss.flip_negatives": True,
+    },
+    "+pool-grid-2x2+flip-negatives": {
+        "model": {"image.pool_grid": [2, 2]},
+        "loss.flip_negatives": True,
+    },
 }
 """Train-config overrides per variant; ``model`` holds overrides of the model config (written
 to ``OUT/<variant>/model.json``)."""
