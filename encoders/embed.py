@@ -10,6 +10,7 @@ the vectors come back as float32 either way (re-normalised in float32 after a bf
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,8 +252,12 @@ def _float32(vectors: torch.Tensor, precision: Precision) -> np.ndarray:
     return vectors.cpu().numpy()
 
 
+_LETTER = re.compile(r"[^\W\d_]")
+
+
 def check_report_text(text, where: str = "") -> str:
-    """The report stripped, or ``InputError`` for empty, missing or non-UTF-8 text."""
+    """The report stripped, or ``InputError`` for empty, missing or non-UTF-8 text and for text
+    without a single letter ("report has no words")."""
     if text is None or (isinstance(text, float) and np.isnan(text)):
         raise InputError(where, "empty report")
     if isinstance(text, bytes):
@@ -268,6 +273,8 @@ def check_report_text(text, where: str = "") -> str:
     text = text.strip()
     if not text:
         raise InputError(where, "empty report")
+    if not _LETTER.search(text):
+        raise InputError(where, "report has no words")
     return text
 
 

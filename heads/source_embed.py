@@ -5,25 +5,28 @@ skipped and counted, never fatal."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from radalign.encoders.embed import embed_images, embed_pairs, embed_texts
-from radalign.encoders.errors import SkipLog
+from radalign.encoders.embed import check_report_text, embed_images, embed_pairs, embed_texts
+from radalign.encoders.errors import InputError, SkipLog
 from radalign.heads.inputs import LABEL_PREFIX, EmbeddingTable
 
-__all__ = ["INPUTS", "embed_records", "has_words", "modalities", "source_tables"]
+__all__ = ["INPUTS", "embed_records", "modalities", "source_tables"]
 
 INPUTS = ("both", "image", "report")
-_LETTER = re.compile(r"[^\W\d_]")
 
 
-def has_words(text: str | None) -> bool:
-    """``True`` when ``text`` holds at least one letter."""
-    return bool(_LETTER.search(text or ""))
+def _bad_report(text) -> str | None:
+    """Why :func:`~radalign.encoders.embed.check_report_text` refuses ``text`` (checked before
+    the pair's scan is decoded), or ``None``."""
+    try:
+        check_report_text(text)
+    except InputError as err:
+        return err.reason
+    return None
 
 
 def modalities(inputs: str) -> list[str]:
@@ -43,9 +46,8 @@ def embed_records(
     mods = modalities(inputs)
     keep = []
     for r in records:
-        if "report" in mods and not has_words(r.report):
-            reason = "report has no words" if (r.report or "").strip() else "empty report"
-            skipped.add(r.image_path or r.id, reason, (r.report or "")[:60])
+        if "report" in mods and (bad := _bad_report(r.report)) is not None:
+            skipped.add(r.image_path or r.id, bad, (r.report or "")[:60])
         elif "image" in mods and r.image_path is None:
             skipped.add(r.id, "no image")
         else:

@@ -50,6 +50,7 @@ def test_embed_reports_skips_empty_and_non_utf8(tmp_path, tiny_model):
     csv = tmp_path / "r.csv"
     csv.write_bytes(
         b"id,report\n1,No pleural effusion.\n2,\n3,Caf\xe9 opacity\n4,Small left effusion.\n"
+        b"5, -- . 12 --\n"
     )
     out = tmp_path / "r.parquet"
     assert main(["embed", "--model", "tiny", "--reports", str(csv), "--out", str(out)]) == 0
@@ -59,6 +60,7 @@ def test_embed_reports_skips_empty_and_non_utf8(tmp_path, tiny_model):
     assert dict(zip(skipped["path"].astype(str), skipped["reason"])) == {
         "2": "empty report",
         "3": "non-UTF-8 text",
+        "5": "report has no words",
     }
     direct = embed_texts(
         tiny_model, ["No pleural effusion.", "Small left effusion."], ["1", "4"], progress=False
