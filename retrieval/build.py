@@ -220,23 +220,6 @@ def _dedupe_reports(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 # ---------------------------------------------------------------------- embedding
-_EMBED_OPTIONS = (
-    "chunk_rows",
-    "batch_size",
-    "num_workers",
-    "device",
-    "progress",
-    "precision",
-    "text_cache",
-)
-
-
-def _embed_options(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The embedding keyword arguments of :func:`build_index` / :func:`add_to_index`, from their
-    ``locals()`` (one list, so both forward the same options the same way)."""
-    return {k: arguments[k] for k in _EMBED_OPTIONS if k in arguments}
-
-
 def _embed_frame(model, kind: str, frame: pd.DataFrame, work: Path, **options) -> ChunkedEmbeddings:
     """The reports or scans of ``frame``'s rows, resumably in ``work``
     (:func:`~radalign.encoders.embed_chunks.embed_resumable`: under torch.distributed each rank
@@ -315,7 +298,9 @@ def build_index(
     in :func:`~radalign.encoders.embed.embed_texts`; ``precision``: ``auto``, ``bf16`` or
     ``fp32``.  The returned index carries the :class:`BuildSummary` as
     ``index.build_summary``."""
-    start, options = time.perf_counter(), _embed_options(locals())
+    start = time.perf_counter()
+    options = dict(chunk_rows=chunk_rows, batch_size=batch_size, num_workers=num_workers,
+                   device=device, progress=progress, precision=precision, text_cache=text_cache)  # fmt: skip
     kind = _check_kind(kind)
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -374,7 +359,9 @@ def add_to_index(
 ) -> Index:
     """Embed more records (same kind as the index) and append them; ids already in the index
     are left out.  Refuses an index built by another model (``FingerprintMismatch``)."""
-    start, options = time.perf_counter(), _embed_options(locals())
+    start = time.perf_counter()
+    options = dict(chunk_rows=chunk_rows, batch_size=batch_size, num_workers=num_workers,
+                   device=device, progress=progress, precision=precision)  # fmt: skip
     index_dir = Path(index_dir)
     index = Index.load(index_dir, expected_fingerprint=model.fingerprint(), mmap=False)
     kind = index_kind(index_dir, index)
