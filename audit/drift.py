@@ -65,8 +65,8 @@ def classifier_test(
     random half and scored on the other. The p-value is the one-sided Mann–Whitney test of the
     held-out scores, i.e. the label-permutation distribution of the AUROC (exact for small
     samples, its normal limit otherwise), so it resolves p far below what permutations would."""
-    from sklearn.linear_model import LogisticRegression
     from radalign.zeroshot.metrics import auroc
+    from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(seed)
     x, gx = _subsample(x, _groups(groups_x, len(x)), max_samples, rng)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
-from radalign.data.synth_anomalies import FINDING_TYPES
+from radalign.data.finding_types import FINDING_TYPES
 
 __all__ = ["FINDING_TYPES", "SEVERITIES", "Finding", "findings_frame", "rows_finding"]
 

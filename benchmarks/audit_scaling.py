@@ -74,12 +74,18 @@ def main() -> None:
     for n in args.sizes:
         x = embeddings(n)
         hx = hashes(n)
-        frame = pd.DataFrame({"id": [f"r{i}" for i in range(n)],
-                              "image_path": [f"/img/{i}.png" for i in range(n)],
-                              "patient_id": [f"p{i}" for i in range(n)], "report": ""})
+        frame = pd.DataFrame(
+            {
+                "id": [f"r{i}" for i in range(n)],
+                "image_path": [f"/img/{i}.png" for i in range(n)],
+                "patient_id": [f"p{i}" for i in range(n)],
+                "report": "",
+            }
+        )
         table = SimpleNamespace(frame=frame)
-        stats = pd.DataFrame({"image_path": frame["image_path"], "ok": True, "sha256": "",
-                              "phash": hx, "dhash": hx})
+        stats = pd.DataFrame(
+            {"image_path": frame["image_path"], "ok": True, "sha256": "", "phash": hx, "dhash": hx}
+        )
         t = time.perf_counter()
         g = knn_graph(x, k=10, exact_max=args.exact_max)
         t_knn = time.perf_counter() - t
@@ -100,9 +106,20 @@ def main() -> None:
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(g.indices[q], truth)])
         if n <= 25000:
             base_knn[n], base_ham[n] = brute_knn(x), brute_hamming(hx)
-        rows.append(dict(n=n, method=g.method, knn_s=t_knn, outliers_s=t_out, hash_pairs_s=t_hash,
-                         duplicates_s=t_dup, recall10=recall, outliers=len(out),
-                         hash_pairs=len(hp), dup_sets=len(dup)))
+        rows.append(
+            dict(
+                n=n,
+                method=g.method,
+                knn_s=t_knn,
+                outliers_s=t_out,
+                hash_pairs_s=t_hash,
+                duplicates_s=t_dup,
+                recall10=recall,
+                outliers=len(out),
+                hash_pairs=len(hp),
+                dup_sets=len(dup),
+            )
+        )
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     ns = df["n"].to_numpy(float)
@@ -117,10 +134,13 @@ def main() -> None:
     big = df["n"] > args.exact_max
     for col in ("knn_s", "outliers_s", "hash_pairs_s", "duplicates_s"):
         sel = big if big.sum() >= 2 and col == "knn_s" else slice(None)
-        print(f"scaling exponent {col}: {fit(ns[sel], df[col].to_numpy()[sel]):.2f}"
-              + (" (IVF sizes)" if col == "knn_s" and big.sum() >= 2 else ""))
-    print(f"scaling exponent brute knn (measured): "
-          f"{fit(list(base_knn), list(base_knn.values())):.2f}")
+        print(
+            f"scaling exponent {col}: {fit(ns[sel], df[col].to_numpy()[sel]):.2f}"
+            + (" (IVF sizes)" if col == "knn_s" and big.sum() >= 2 else "")
+        )
+    print(
+        f"scaling exponent brute knn (measured): {fit(list(base_knn), list(base_knn.values())):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from radalign.data.finding_types import FINDING_TYPES
 from radalign.encoders.atomic import atomic_dir
 from radalign.encoders.labels import CHEXPERT_LABELS
 
@@ -52,18 +53,7 @@ __all__ = [
     "uniform_rates",
 ]
 
-#: The eight kinds of problem ``radalign audit`` looks for (and this module plants), in the order
-#: the audit page shows them; ``radalign.audit.findings`` imports it (audit may import data).
-FINDING_TYPES: tuple[str, ...] = (
-    "missing",
-    "entry_error",
-    "outlier",
-    "temporal",
-    "cross_modal",
-    "inconsistent",
-    "duplicate",
-    "drift",
-)
+#: What this module plants: every kind the audit reports.
 PLANT_TYPES = FINDING_TYPES
 #: Fraction of studies per type (drift: fraction of studies in the shifted window/site).
 DEFAULT_RATES: dict[str, float] = {t: 0.025 for t in PLANT_TYPES[:-1]} | {"drift": 0.2}

@@ -341,10 +341,3 @@ def test_score_findings_hand_made():
     assert (empty["recalled"] == 0).all() and empty["precision"].isna().all()
     with pytest.raises(ValueError, match="lacks columns"):
         score_findings(findings.drop(columns="ids"), truth)
-
-
-def test_planted_types_are_the_audit_finding_types():
-    """``radalign.data`` may not import the audit, so the type list stands twice: keep them one."""
-    from radalign.audit.findings import FINDING_TYPES
-
-    assert PLANT_TYPES == FINDING_TYPES
