@@ -60,6 +60,44 @@ VARIANTS = {
         "model": {"image.pool_grid": [1, 2]},
         "loss.flip_negatives": True,
     },
+    # the report tower's top MiniLM layer trains; the frozen bottom's states are cached
+    "+text-top-1": {
+        "optim.freeze_text": False,
+        "optim.text_trainable_layers": 1,
+        "optim.cache_text_bottom": True,
+        "optim.text_lr": 1.0e-4,
+    },
+    "+text-top-1+flip-negatives": {
+        "optim.freeze_text": False,
+        "optim.text_trainable_layers": 1,
+        "optim.cache_text_bottom": True,
+        "optim.text_lr": 1.0e-4,
+        "loss.flip_negatives": True,
+    },
+    # a learned-query attention pool over the frozen word features, added to the pooled one
+    "+attn-pool": {"model": {"text_pool_heads": 4}},
+    "+attn-pool+flip-negatives": {"model": {"text_pool_heads": 4}, "loss.flip_negatives": True},
+    "+text-top-2": {
+        "optim.freeze_text": False,
+        "optim.text_trainable_layers": 2,
+        "optim.cache_text_bottom": True,
+        "optim.text_lr": 1.0e-4,
+    },
+    "+text-top-1+lr-3e-4": {
+        "optim.freeze_text": False,
+        "optim.text_trainable_layers": 1,
+        "optim.cache_text_bottom": True,
+        "optim.text_lr": 3.0e-4,
+    },
+    # ... with the word features from the frozen layer below (only the global embedding trains)
+    "+text-top-1+frozen-words+flip-negatives": {
+        "model": {"text.word_layer": -2},
+        "optim.freeze_text": False,
+        "optim.text_trainable_layers": 1,
+        "optim.cache_text_bottom": True,
+        "optim.text_lr": 1.0e-4,
+        "loss.flip_negatives": True,
+    },
     "+pool-grid-2x2+flip-negatives": {
         "model": {"image.pool_grid": [2, 2]},
         "loss.flip_negatives": True,

@@ -114,17 +114,20 @@ def load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], where) 
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
-#: Config fields added after models were published, left out of the fingerprint while they hold
-#: their default, so indices and heads built with an earlier model keep matching it.
-_LATER_FIELDS = {"image": {"pool_grid": None}}
+#: Config fields added after models were published (dotted names), left out of the fingerprint
+#: while they hold their default, so indices and heads built with an earlier model keep matching.
+_LATER_FIELDS = {"image.pool_grid": None, "text.word_layer": -1, "text_pool_heads": 0}
 
 
 def _fingerprint_config(config) -> dict:
     out = to_dict(config)
-    for part, fields in _LATER_FIELDS.items():
-        for name, default in fields.items():
-            if out.get(part, {}).get(name, default) == default:
-                out.get(part, {}).pop(name, None)
+    for dotted, default in _LATER_FIELDS.items():
+        *parents, name = dotted.split(".")
+        part = out
+        for parent in parents:
+            part = part.get(parent, {})
+        if part.get(name, default) == default:
+            part.pop(name, None)
     return out
 
 

@@ -72,6 +72,11 @@ class TextTowerConfig:
     """How word pieces merge into one word feature: ``mean``, ``sum`` (GLoRIA) or ``first``."""
     drop_punctuation: bool = True
     """Leave punctuation-only words out of the word mask (they name no region)."""
+    word_layer: int = -1
+    """Which hidden states give the word features, indexed as Hugging Face's ``hidden_states``
+    (``-1``: the last layer's output, as the pooled feature; ``-2``: the layer below). With the
+    top layer trained on a frozen bottom, ``-2`` keeps the word features frozen while the global
+    report embedding trains."""
     gradient_checkpointing: bool = False
 
 
@@ -93,6 +98,11 @@ class ModelConfig:
     With N > 0 the word features of the local losses are these layers' outputs and the global
     report embedding is their masked mean: context that a frozen tower's mean-pooled sentence
     loses (left vs right), at a small fraction of the tower's cost."""
+    text_pool_heads: int = 0
+    """With N > 0, a learned query attends (N heads) over the report tower's word features and
+    adds what it reads to the pooled report feature before the projection: the global report
+    embedding can weight the words that name a side. Its output projection starts at zero, so
+    training starts from the plain pooled feature; the word features are untouched."""
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
 

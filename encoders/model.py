@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from radalign.encoders.config import ModelConfig
 from torch import nn
+
+if TYPE_CHECKING:
+    from radalign.encoders.text_tower import TopLayersInput
 
 
 @dataclass
@@ -91,6 +95,25 @@ class WordAdapter(nn.Module):
         return out * mask[..., None].to(out.dtype)
 
 
+class AttentionPool(nn.Module):
+    """A learned query attending over word features ``[B, W, H]`` (word mask ``[B, W]``) ->
+    ``[B, H]``; the output projection starts at zero (the pool adds nothing until it trains)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        nn.init.zeros_(self.attention.out_proj.weight)
+        nn.init.zeros_(self.attention.out_proj.bias)
+
+    def forward(self, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attend = mask.bool().clone()
+        attend[~attend.any(dim=1), 0] = True  # a report without words reads its first slot
+        query = self.query.expand(len(words), -1, -1).to(words.dtype)
+        out, _ = self.attention(query, words, words, key_padding_mask=~attend, need_weights=False)
+        return out[:, 0]
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x [B, W, D]`` over the words where ``mask [B, W]`` is True (0 for none)."""
     m = mask.to(x.dtype)[..., None]
@@ -117,6 +140,9 @@ class RadAlignModel(nn.Module):
             WordAdapter(config.local_dim, config.text_adapter_layers)
             if config.text_adapter_layers > 0
             else None
+        )
+        self.text_pool = (
+            AttentionPool(txt_c, config.text_pool_heads) if config.text_pool_heads > 0 else None
         )
         pooled_dim = config.local_dim if self.text_adapter is not None else txt_c
         self.text_proj = _head(config.projection, pooled_dim, config.embed_dim)
@@ -154,11 +180,21 @@ class RadAlignModel(nn.Module):
         return ImageFeatures(emb, regions, (int(grid.shape[2]), int(grid.shape[3])))
 
     def text_features(
-        self, tokens: Mapping[str, torch.Tensor], tower_outputs: TowerOutputs | None = None
+        self,
+        tokens: Mapping[str, torch.Tensor],
+        tower_outputs: TowerOutputs | TopLayersInput | None = None,
     ) -> TextFeatures:
         """Report features; ``tower_outputs`` (pooled, words, word mask) replaces the tower's
-        forward pass, e.g. with features of a frozen tower computed once."""
-        pooled, words, word_mask = tower_outputs or self.text_tower(tokens)
+        forward pass, e.g. with features of a frozen tower computed once; a
+        :class:`~radalign.encoders.text_tower.TopLayersInput` (a frozen bottom's hidden states)
+        replaces all but the tower's top layers, which run here."""
+        if tower_outputs is None:
+            tower_outputs = self.text_tower(tokens)
+        elif not isinstance(tower_outputs, tuple):
+            tower_outputs = self.text_tower.forward_top(tower_outputs)
+        pooled, words, word_mask = tower_outputs
+        if self.text_pool is not None:
+            pooled = pooled + self.text_pool(words, word_mask)
         words = self.text_local_proj(words)
         if self.text_adapter is not None:
             words = self.text_adapter(words, word_mask)
@@ -173,7 +209,7 @@ class RadAlignModel(nn.Module):
 
     def encode_text(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """L2-normalised global report embeddings ``[B, E]``."""
-        if self.text_adapter is not None:
+        if self.text_adapter is not None or self.text_pool is not None:
             return self.text_features(tokens).embedding
         pooled, _, _ = self.text_tower(tokens)
         return F.normalize(self.text_proj(pooled), dim=-1)
@@ -182,7 +218,7 @@ class RadAlignModel(nn.Module):
         self,
         pixels: torch.Tensor,
         tokens: Mapping[str, torch.Tensor],
-        text_tower_outputs: TowerOutputs | None = None,
+        text_tower_outputs: TowerOutputs | TopLayersInput | None = None,
     ) -> tuple[ImageFeatures, TextFeatures]:
         return self.image_features(pixels), self.text_features(tokens, text_tower_outputs)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +97,28 @@ class ReportTokenizer:
         return out, words
 
 
+@dataclass
+class TopLayersInput:
+    """What enters a report tower's top ``layers`` transformer layers: the hidden states
+    ``[B, T, H]`` of the layers below, with the tokens' ``attention_mask`` and ``word_index``
+    ``[B, T]``. A frozen bottom's hidden states can be computed once per report and kept
+    (:class:`~radalign.encoders.frozen_text.FrozenTextCache` with ``top_layers``) while the top
+    layers train."""
+
+    hidden: torch.Tensor
+    attention_mask: torch.Tensor
+    word_index: torch.Tensor
+    layers: int
+
+
 class HFTextTower(Tower):
     """``forward(tokens) -> (pooled [B, H], words [B, W, H], word_mask [B, W])``.
 
     Tower protocol (:class:`~radalign.encoders.tower.Tower`): ``blocks()`` are the encoder's
     transformer layers (BERT: ``encoder.layer``); ``set_grad_checkpointing`` is transformers'
     non-reentrant activation checkpointing (effective in training mode); ``train_top_layers(n)``
-    trains the top n layers, with the embeddings frozen.
+    trains the top n layers, with the embeddings frozen. ``encode_bottom`` and ``forward_top``
+    split the forward pass below the top layers (for a cached frozen bottom).
     """
 
     def __init__(self, config: TextTowerConfig, *, load_weights: bool = True) -> None:
@@ -138,6 +154,12 @@ class HFTextTower(Tower):
             self.set_grad_checkpointing(True)
         self.tokenizer = ReportTokenizer(tokenizer, config.max_length, config.drop_punctuation)
         self.num_features = int(self.model.config.hidden_size)
+        states = len(self.blocks()) + 1  # the embeddings' output and each layer's
+        if not -states <= config.word_layer < states:
+            raise ValueError(
+                f"text.word_layer must be in {-states}..{states - 1} for this tower, "
+                f"not {config.word_layer}"
+            )
 
     def _hf_config(self, source: str, want_weights: bool) -> tuple[Any, bool]:
         overrides = {k: v for k, v in self.config.arch.items() if k != "model_type"}
@@ -166,7 +188,73 @@ class HFTextTower(Tower):
         self, tokens: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mask = tokens["attention_mask"]
-        hidden = self.model(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state
+        if self.config.word_layer == -1:
+            out = self.model(input_ids=tokens["input_ids"], attention_mask=mask)
+            hidden = word_hidden = out.last_hidden_state
+        else:
+            out = self.model(
+                input_ids=tokens["input_ids"], attention_mask=mask, output_hidden_states=True
+            )
+            hidden, word_hidden = out.last_hidden_state, out.hidden_states[self.config.word_layer]
+        return self._outputs(hidden, word_hidden, mask, tokens["word_index"])
+
+    def encode_bottom(self, tokens: dict[str, torch.Tensor], layers: int) -> TopLayersInput:
+        """The embeddings and every transformer layer below the top ``layers``: the input of
+        :meth:`forward_top` (``forward_top(encode_bottom(t, n)) == forward(t)``)."""
+        blocks = self._split_blocks(layers)
+        mask = tokens["attention_mask"]
+        hidden = self.model.embeddings(input_ids=tokens["input_ids"])
+        hidden = self._run(blocks[: len(blocks) - layers], hidden, mask)[-1]
+        return TopLayersInput(hidden, mask, tokens["word_index"], layers)
+
+    def forward_top(self, x: TopLayersInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The top ``x.layers`` transformer layers, pooling and word merging."""
+        blocks = self._split_blocks(x.layers)
+        states = self._run(blocks[len(blocks) - x.layers :], x.hidden, x.attention_mask)
+        word_state = self.config.word_layer % (len(blocks) + 1)  # in hidden_states
+        first = len(blocks) - x.layers  # the index of x.hidden among hidden_states
+        if not first <= word_state <= len(blocks):
+            raise ValueError(
+                f"text.word_layer {self.config.word_layer} lies below the {x.layers} top layers "
+                "run on cached states; cache fewer layers' input or use a higher word layer"
+            )
+        return self._outputs(states[-1], states[word_state - first], x.attention_mask, x.word_index)
+
+    def _split_blocks(self, layers: int) -> list[nn.Module]:
+        if not hasattr(self.model, "embeddings"):
+            raise ValueError(
+                f"a cached bottom needs a BERT-style encoder; {type(self.model).__name__} has no "
+                "`embeddings` module"
+            )
+        blocks = self.blocks()
+        if not 0 < layers <= len(blocks):
+            raise ValueError(f"top layers must be in 1..{len(blocks)}, not {layers}")
+        return blocks
+
+    def _run(
+        self, blocks: list[nn.Module], hidden: torch.Tensor, mask: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """``hidden`` and the output of each of ``blocks`` in turn."""
+        states = [hidden]
+        if not blocks:
+            return states
+        from transformers.masking_utils import create_bidirectional_mask
+
+        attend = create_bidirectional_mask(
+            config=self.model.config, inputs_embeds=hidden, attention_mask=mask
+        )
+        for block in blocks:
+            states.append(block(states[-1], attend))
+        return states
+
+    def _outputs(
+        self,
+        hidden: torch.Tensor,
+        word_hidden: torch.Tensor,
+        mask: torch.Tensor,
+        word_index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pooled feature from ``hidden`` (the last layer), word features from ``word_hidden``."""
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.config.pooling == "mean":
@@ -174,7 +262,7 @@ class HFTextTower(Tower):
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
         else:
             raise ValueError(f"text.pooling must be 'cls' or 'mean', not {self.config.pooling!r}")
-        words, word_mask = merge_word_pieces(hidden, tokens["word_index"], self.config.word_merge)
+        words, word_mask = merge_word_pieces(word_hidden, word_index, self.config.word_merge)
         return pooled, words, word_mask
 
 

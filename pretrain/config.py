@@ -73,6 +73,9 @@ class OptimConfig:
     """Freeze the whole report backbone (its features are then computed once per report)."""
     text_trainable_layers: int | None = None
     """Train only the top N transformer layers of the report backbone (``None``: all)."""
+    cache_text_bottom: bool = False
+    """With ``text_trainable_layers``: compute the frozen layers below the top N once per report
+    (eval mode, no dropout) and run only the top N each step."""
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6

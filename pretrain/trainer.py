@@ -53,7 +53,8 @@ class TrainResult:
     history: list[dict]
     skipped: SkipLog
     text_cache: FrozenTextCache | None = None
-    """The frozen report tower's features per training report (``optim.freeze_text`` only)."""
+    """The frozen report tower's (or its frozen bottom's) features per training report
+    (:func:`frozen_text_cache`)."""
 
 
 def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> TrainResult:
@@ -117,9 +118,8 @@ def pretrain(config: TrainConfig, *, resume: bool | str | Path = False) -> Train
         # which dropout uses and a resumed run restores
         generator=torch.Generator().manual_seed(config.seed),
     )
-    text_cache = None
-    if config.optim.freeze_text:
-        text_cache = FrozenTextCache(model.to(accelerator.device))
+    text_cache = frozen_text_cache(model.to(accelerator.device), config)
+    if text_cache is not None:
         reports = [r for r in (str(r.report or "").strip() for r in train_records) if r]
         if config.loss.flip_negatives:
             reports += [flip_laterality(r) for r in reports]
@@ -269,6 +269,26 @@ def train_step(
         optimizer.zero_grad(set_to_none=True)
         clamp_logit_scale_(core.logit_scale)
     return parts
+
+
+def frozen_text_cache(model, config: TrainConfig, rows=None) -> FrozenTextCache | None:
+    """The cache of what the run's report tower computes without training: the whole tower's
+    features with ``optim.freeze_text``, the hidden states below the top
+    ``optim.text_trainable_layers`` with ``optim.cache_text_bottom``; None when nothing is frozen.
+    ``rows``: an earlier cache's rows of the same run (e.g. training's, for a reloaded model)."""
+    opt = config.optim
+    if opt.freeze_text:
+        return FrozenTextCache(model, rows=rows)
+    if not opt.cache_text_bottom or opt.text_trainable_layers is None:
+        return None
+    tower = model.text_tower
+    if not hasattr(tower, "encode_bottom"):
+        raise ValueError(
+            f"optim.cache_text_bottom needs a Hugging Face report tower, not "
+            f"{type(tower).__name__}; set it to false"
+        )
+    top = min(opt.text_trainable_layers, len(tower.blocks()))
+    return FrozenTextCache(model, rows=rows, top_layers=top) if top > 0 else None
 
 
 def _build_model(config: TrainConfig):

@@ -109,7 +109,7 @@ def _phantoms(args, run: RunFolder, state: dict):
 def _pretrain(args, run: RunFolder, state: dict):
     import radalign
     from radalign.pretrain.config import load_train_config
-    from radalign.pretrain.trainer import pretrain
+    from radalign.pretrain.trainer import frozen_text_cache, pretrain
 
     model_dir = run.model_dir
     overrides = [
@@ -139,11 +139,8 @@ def _pretrain(args, run: RunFolder, state: dict):
     if info is not None:
         numbers["precision"] = info.precision_used
     state["model"] = radalign.load(model_dir).eval()
-    state["text_cache"] = None
-    if config.optim.freeze_text:  # the report tower is the shipped one: reuse its features
-        from radalign.encoders.frozen_text import FrozenTextCache
-
-        state["text_cache"] = FrozenTextCache(state["model"], rows=cached_rows)
+    # what training computed of the frozen report tower (or its frozen bottom) is still valid
+    state["text_cache"] = frozen_text_cache(state["model"], config, rows=cached_rows)
     state["data"] = config.data
     state["loss"] = config.loss
     return line, numbers

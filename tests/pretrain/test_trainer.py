@@ -304,3 +304,40 @@ def test_flip_negatives_train_both_text_paths(phantoms, tmp_path, monkeypatch, f
 
         train = [r.report.strip() for r in load_pairs(config.data, split="train") if r.report]
         assert all(flip_laterality(r) in result.text_cache.rows for r in train)
+
+
+def test_cached_bottom_trains_only_the_top_text_layer(phantoms, tmp_path):
+    """``optim.cache_text_bottom``: the frozen bottom runs once per report (its states cached
+    with the flipped reports), the top layer trains on them, the bottom stays as loaded."""
+    from radalign.data.sections import flip_laterality
+    from radalign.pretrain.data import load_pairs
+
+    import radalign
+
+    config = load_train_config(
+        None,
+        _overrides(
+            phantoms,
+            tmp_path / "run",
+            max_steps=3,
+            save_every=100,
+            **{
+                "optim.text_trainable_layers": 1,
+                "optim.cache_text_bottom": "true",
+                "optim.text_lr": 1e-2,
+                "loss.flip_negatives": "true",
+            },
+        ),
+    )
+    result = pretrain(config)
+    assert result.steps == 3 and result.text_cache.top_layers == 1
+    train = [r.report.strip() for r in load_pairs(config.data, split="train") if r.report]
+    assert all(r in result.text_cache.rows for r in train)
+    assert all(flip_laterality(r) in result.text_cache.rows for r in train)
+    before = radalign.load("tiny").text_tower.blocks()
+    after = radalign.load(result.model_dir).text_tower.blocks()
+    changed = [
+        not all(torch.equal(a, b) for a, b in zip(x.state_dict().values(), y.state_dict().values()))
+        for x, y in zip(before, after, strict=True)
+    ]
+    assert changed == [False] * (len(before) - 1) + [True]
