@@ -11,7 +11,9 @@ listed pairs (the other two differ in 7 and 8 bits), while phantom laterals, whi
 came as close as 4 (or within 3, confirmed away by the embedding: where embeddings exist a hash
 pair must also be closer than :data:`HASH_CONFIRM` × the median nearest-neighbour distance).
 Sets are formed by union-find over the pairs; a set spanning several patients
-is ``high`` (split leakage), within one patient ``medium``.
+is ``high`` (split leakage), within one patient ``medium``. Two images of one study (same
+patient and study id) are not paired as near-duplicates: a repeated exposure looks like the
+first by nature (a byte-identical copy is still an exact duplicate).
 """
 
 from __future__ import annotations
@@ -148,6 +150,17 @@ def _patients(frame: pd.DataFrame, rows) -> set:
     }
 
 
+def _same_study(frame: pd.DataFrame):
+    """``same(a, b)``: rows ``a`` and ``b`` have one patient and one study (both known)."""
+    if "study_id" not in frame or "patient_id" not in frame:
+        return lambda a, b: False
+    key = [
+        (str(p), str(s)) if pd.notna(p) and pd.notna(s) and str(p) and str(s) else None
+        for p, s in zip(frame["patient_id"], frame["study_id"])
+    ]
+    return lambda a, b: key[a] is not None and key[a] == key[b]
+
+
 def _set_finding(frame, rows, sub, what, score) -> Finding:
     pats = _patients(frame, rows)
     cross = len(pats) > 1
@@ -236,7 +249,10 @@ def _image_duplicates(frame, stats, image_emb, image_knn, hash_distance, emb_fac
             for a, b in file_pairs
             if not (ok[a] and ok[b]) or 1 - float(unit[a] @ unit[b]) < HASH_CONFIRM * med
         ]
-    for rows in union_sets(len(frame), file_pairs + emb_pairs):
+    # repeat exposures of one study (same patient, same study) look alike by nature
+    same = _same_study(frame)
+    pairs = [(a, b) for a, b in file_pairs + emb_pairs if not same(a, b)]
+    for rows in union_sets(len(frame), pairs):
         if frozenset(rows) in exact_rows:
             continue
         paths = {frame["image_path"].iat[i] for i in rows} if "image_path" in frame else set()

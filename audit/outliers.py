@@ -1,5 +1,6 @@
 """Outliers in embedding space (cleanlab Datalab's kNN definition), report outliers (length,
-language) and the image–report mismatch score, as audit findings.
+language), and image–report mismatches (single reports that fit neither their image nor their
+labels, and pairs of studies whose reports look exchanged), as audit findings.
 
 kNN outlier score: mean cosine distance to the k = 10 nearest neighbours, flagged above
 ``Q3 + (1/0.37037 − 1)·IQR`` of the archive's scores (Datalab's fence).
@@ -7,6 +8,7 @@ kNN outlier score: mean cosine distance to the k = 10 nearest neighbours, flagge
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -18,9 +20,11 @@ __all__ = [
     "FENCE",
     "LABEL_Z",
     "MISMATCH_Z",
+    "SIDE_LOG_LR",
     "check_mismatch",
     "check_outliers",
     "english_ratio",
+    "exchanged_pairs",
     "fence",
     "knn_outlier_scores",
     "label_disagreement",
@@ -228,6 +232,9 @@ MISMATCH_Z = 4.0
 #: With labels: a pair is flagged at mismatch z above ``MISMATCH_Z - 1`` when its report also
 #: disagrees with its study's labels (robust z of the label loss above this).
 LABEL_Z = 2.5
+#: ... and when the labels side with the image against the report by a likelihood ratio of
+#: at least 3 (Kass and Raftery's "positive evidence"; :func:`_image_side` is its logarithm).
+SIDE_LOG_LR = math.log(3.0)
 
 
 def _robust_z(v: np.ndarray) -> np.ndarray:
@@ -236,27 +243,124 @@ def _robust_z(v: np.ndarray) -> np.ndarray:
     return (v - med) / mad
 
 
+def _label_shares(
+    frame: pd.DataFrame, report_emb: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(positive labels ``y`` [n, L], the label shares of each report's ``k`` nearest reports
+    clipped to 0.05..0.95 [n, L], rows with a report); None without labels or reports."""
+    if "labels" not in frame:
+        return None
+    rows = [d if isinstance(d, dict) else {} for d in frame["labels"]]
+    lab = pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce")
+    if lab.shape[1] == 0:
+        return None
+    y = (lab.to_numpy(np.float64) == 1).astype(np.float64)
+    ok = valid_rows(report_emb)
+    if ok.sum() <= k:
+        return None
+    graph = knn_graph(report_emb[ok], k=k)
+    nb = np.flatnonzero(ok)[np.clip(graph.indices, 0, None)]
+    share = np.full(y.shape, 0.5)
+    share[ok] = np.clip(y[nb].mean(axis=1), 0.05, 0.95)
+    return y, share, ok
+
+
+def _label_loss(y: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """``[len(y), len(share)]``: cross-entropy of each row's labels under each row's shares."""
+    return -(y @ np.log(share).T + (1 - y) @ np.log(1 - share).T)
+
+
+def _image_side(index, u: np.ndarray, studies: np.ndarray, y, share, k: int) -> np.ndarray:
+    """Per row, in nats: how much better the study's labels fit the labels of the ``k``
+    reports its image fits best (own study left out) than those of its report's neighbours
+    (``share``). Positive: the labels side with the image, so the report is the odd one."""
+    depth = min(len(index), 3 * k)
+    hits = index.search(u, depth).indices
+    own = studies[np.clip(hits, 0, None)] == studies[:, None]
+    img_share = np.empty_like(share)
+    for i in range(len(u)):
+        nb = hits[i][(hits[i] >= 0) & ~own[i]][:k]
+        img_share[i] = np.clip(y[nb].mean(axis=0), 0.05, 0.95) if len(nb) else 0.5
+
+    def nll(p: np.ndarray) -> np.ndarray:
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(axis=1)
+
+    return nll(share) - nll(img_share)
+
+
 def label_disagreement(frame: pd.DataFrame, report_emb: np.ndarray, k: int = 10) -> np.ndarray:
     """Per row: how badly the study's labels fit the labels of the ``k`` reports most alike its
     report (binary cross-entropy against the neighbours' label shares, clipped to 0.05..0.95,
     summed over labels): large when the report describes other findings than its labels say.
     NaN without a ``labels`` column."""
     out = np.full(len(frame), np.nan)
-    if "labels" not in frame:
+    got = _label_shares(frame, report_emb, k)
+    if got is None:
         return out
-    rows = [d if isinstance(d, dict) else {} for d in frame["labels"]]
-    lab = pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce")
-    if lab.shape[1] == 0:
-        return out
-    y = (lab.to_numpy(np.float64) == 1).astype(np.float64)
-    ok = valid_rows(report_emb)
-    if ok.sum() <= k:
-        return out
-    graph = knn_graph(report_emb[ok], k=k)
-    nb = np.flatnonzero(ok)[np.clip(graph.indices, 0, None)]
-    share = np.clip(y[nb].mean(axis=1), 0.05, 0.95)
-    yo = y[ok]
-    out[ok] = -(yo * np.log(share) + (1 - yo) * np.log(1 - share)).sum(axis=1)
+    y, share, ok = got
+    yo, so = y[ok], share[ok]
+    out[ok] = -(yo * np.log(so) + (1 - yo) * np.log(1 - so)).sum(axis=1)
+    return out
+
+
+#: Most studies (of one view group) the exchange test compares all pairs of; beyond, the
+#: studies with the strongest single-row evidence.
+EXCHANGE_ROWS = 3000
+_LATERAL = frozenset({"LATERAL", "LL", "RL", "LAT", "LLD", "RLD"})
+
+
+def _mad_z(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    med = float(np.median(ref))
+    return (v - med) / (1.4826 * float(np.median(np.abs(ref - med))) or 1e-9)
+
+
+def exchanged_pairs(
+    image_emb: np.ndarray,
+    report_emb: np.ndarray,
+    studies: np.ndarray,
+    y: np.ndarray | None = None,
+    share: np.ndarray | None = None,
+    *,
+    factor: float = FAR_OUT,
+) -> list[tuple[int, int, float, float, float]]:
+    """Pairs of rows whose reports look exchanged: ``(i, j, z, image_gain, label_gain)``.
+
+    Exchanging the reports of rows i and j changes the image–report fit by
+    ``s(i,j) + s(j,i) − s(i,i) − s(j,j)`` (cosine similarities of unit vectors) and, with labels
+    ``y`` and each report's neighbour label shares ``share``, the labels' fit by the drop in
+    cross-entropy. Each gain is a robust z over all pairs of different studies (the archive's
+    own null: almost every pair is not exchanged), and their sum ``z`` is the pair's
+    statistic. Pairs whose ``z`` exceeds the fence ``Q3 + factor·IQR`` of every row's
+    best-partner ``z`` are matched greedily, strongest first, each row in one pair at most (a
+    row whose best partner belongs to a stronger pair is matched to its next best)."""
+    n = len(image_emb)
+    if n < 20:
+        return []
+    s = image_emb @ report_emb.T
+    d = np.diag(s).copy()
+    g_img = s + s.T - d[:, None] - d[None, :]
+    other = studies[:, None] != studies[None, :]
+    upper = np.triu(other, 1)
+    z = _mad_z(g_img, g_img[upper])
+    g_lab = None
+    if y is not None and share is not None:
+        loss = _label_loss(y, share)
+        dl = np.diag(loss).copy()
+        g_lab = dl[:, None] + dl[None, :] - loss - loss.T
+        z += _mad_z(g_lab, g_lab[upper])
+    z[~other] = -np.inf
+    best_z = z.max(axis=1)
+    cut = fence(best_z[np.isfinite(best_z)], factor)
+    cand = np.argwhere(np.triu(z > cut, 1))
+    order = np.argsort(-z[cand[:, 0], cand[:, 1]], kind="stable")
+    used: set[int] = set()
+    out = []
+    for i, j in cand[order]:  # greedy matching: the strongest exchange first, each row once
+        if i in used or j in used:
+            continue
+        used |= {int(i), int(j)}
+        lab = float(g_lab[i, j]) if g_lab is not None else float("nan")
+        out.append((int(i), int(j), float(z[i, j]), float(g_img[i, j]), lab))
     return out
 
 
@@ -270,15 +374,24 @@ def check_mismatch(
     label_z: float = LABEL_Z,
     exclude: set[str] | frozenset[str] = frozenset(),
 ) -> list[Finding]:
-    """Cross-modal mismatch: :class:`~radalign.zeroshot.mismatch.MismatchScorer` scores (how much
-    better other reports fit the image than its own, and other images the report), flagged
-    when the score's robust z within the archive exceeds ``z`` and the pair is not among each
-    other's ``k`` best matches in either direction. Where the table has labels the report must
-    also disagree with its study's labels (:func:`label_disagreement` robust z above
-    ``label_z``), and then a mismatch z above ``z - 1`` suffices: the report fits neither its
-    image nor its labels, so it is the report that is wrong. Rows in ``exclude`` (ids already flagged as
-    outliers or entry errors: a blank image fits no report) are neither flagged nor part of
-    the reference distribution."""
+    """Cross-modal mismatch, two checks.
+
+    Exchanged reports (:func:`exchanged_pairs` over studies, each study's images of one view
+    group averaged, within the frontal and within the lateral views): two studies whose
+    reports fit each other's images (and labels) better than their own, one finding naming the
+    records of both. Single mismatches: :class:`~radalign.zeroshot.mismatch.MismatchScorer`
+    scores (how much better other reports fit the image than its own, and other images the
+    report), flagged when the score's robust z within the row's view group exceeds ``z`` and
+    the pair is not among each other's ``k`` best matches in either direction. Where the table
+    has labels, the report must also disagree with its study's labels
+    (:func:`label_disagreement` robust z above ``label_z``) and the labels must fit the
+    reports the image fits best better than they fit its own report's neighbours (likelihood
+    ratio above 3, :data:`SIDE_LOG_LR`); then a mismatch z above ``z - 1`` suffices: the
+    report fits neither its image nor its labels, so it is the report that is wrong (where the
+    labels side with the report, the image embedding is the odd one). Studies of an exchanged
+    pair are not flagged again. Rows in ``exclude`` (ids already flagged as outliers or entry
+    errors: a blank image fits no report) are neither flagged nor part of the reference
+    distributions."""
     if image_emb is None or report_emb is None:
         return []
     from radalign.retrieval.index import Index
@@ -294,24 +407,71 @@ def check_mismatch(
     t = np.asarray(report_emb, np.float32)[both]
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     t /= np.linalg.norm(t, axis=1, keepdims=True)
-    studies = frame["study_id"].iloc[both].astype(str).tolist() if "study_id" in frame else None
+    studies = (
+        frame["study_id"].iloc[both].astype(str).to_numpy() if "study_id" in frame else ids[both]
+    )
     meta = pd.DataFrame({"id": ids[both], "study_id": studies})
     rep_ix = Index.build(t, meta, fingerprint="audit-reports", factory="Flat")
     img_ix = Index.build(u, meta, fingerprint="audit-images", factory="Flat")
-    scores = MismatchScorer(report_index=rep_ix, k=k, image_index=img_ix).score(u, t, studies)
+    scores = MismatchScorer(report_index=rep_ix, k=k, image_index=img_ix).score(u, t, list(studies))
     # the report's side: how many images fit the report better than its own image
-    rank_r2i = MismatchScorer(report_index=img_ix, k=k).score(t, u, studies)["rank"].to_numpy()
+    rank_r2i = MismatchScorer(report_index=img_ix, k=k).score(t, u, list(studies))["rank"]
     s = scores["score"].to_numpy()
-    rz = _robust_z(s)
-    rank = np.minimum(scores["rank"].to_numpy(), rank_r2i)
-    lz = label_disagreement(frame.iloc[both], t, k)
-    if np.isfinite(lz).any():
+    views = frame["view"].iloc[both] if "view" in frame else pd.Series([""] * len(both))
+    lateral = views.fillna("").astype(str).str.upper().isin(_LATERAL).to_numpy()
+    groups = [g for g in (~lateral, lateral) if g.sum() >= max(2 * k, 20)]
+    rz = np.full(len(s), np.nan)
+    for g in groups:  # a lateral view fits any report worse than a frontal one does
+        rz[g] = _robust_z(s[g])
+    rank = np.minimum(scores["rank"].to_numpy(), rank_r2i.to_numpy())
+    frame_b = frame.iloc[both]
+    got = _label_shares(frame_b, t, k)
+    out: list[Finding] = []
+    paired: set[str] = set()
+    for g in groups:  # reports belong to studies: one image vector (the mean) per study
+        rows = np.flatnonzero(g)
+        keys, first, inv = np.unique(studies[rows], return_index=True, return_inverse=True)
+        img = np.zeros((len(keys), u.shape[1]), np.float64)
+        np.add.at(img, inv, u[rows])
+        img /= np.linalg.norm(img, axis=1, keepdims=True)
+        take = np.arange(len(keys))
+        if len(keys) > EXCHANGE_ROWS:  # the studies with the strongest single-row evidence
+            ev = np.full(len(keys), -np.inf)
+            np.maximum.at(ev, inv, np.nan_to_num(rz[rows], nan=-np.inf))
+            take = np.sort(np.argsort(-ev)[:EXCHANGE_ROWS])
+        head = rows[first[take]]
+        lab = (got[0][head], got[1][head]) if got is not None else (None, None)
+        for i, j, pz, gi, gl in exchanged_pairs(img[take], t[head], keys[take], *lab):
+            sa, sb = keys[take[i]], keys[take[j]]
+            paired |= {sa, sb}
+            ra, rb = rows[inv == take[i]], rows[inv == take[j]]
+            ids_a = tuple(x for r in ra for x in _rows(frame, both[r])[0])
+            ids_b = tuple(x for r in rb for x in _rows(frame, both[r])[0])
+            paths = tuple(x for r in (*ra, *rb) for x in _rows(frame, both[r])[1])
+            out.append(
+                Finding(
+                    "cross_modal",
+                    "reports_exchanged",
+                    "high",
+                    f"the reports of {ids_a[0]} and {ids_b[0]} look exchanged: each fits the "
+                    f"other's image better than its own (fit gain {gi:.3f})"
+                    + (f" and the other's labels (loss drop {gl:.2f} nats)" if gl == gl else "")
+                    + f"; exchange z {pz:.1f}",
+                    ids_a + ids_b,
+                    paths,
+                    pz,
+                )
+            )
+    if got is not None:
+        lz = label_disagreement(frame_b, t, k)
         lz = _robust_z(lz)  # with labels, the report must also disagree with them
-        flag = (rz > z - 1) & (np.nan_to_num(lz, nan=-np.inf) > label_z)
+        side = _image_side(rep_ix, u, studies, got[0], got[1], k)
+        flag = (rz > z - 1) & (np.nan_to_num(lz, nan=-np.inf) > label_z) & (side > SIDE_LOG_LR)
     else:
+        lz = np.full(len(s), np.nan)
         flag = rz > z
-    out = []
-    for j in np.flatnonzero(flag & (s > 0) & (rank >= k)):
+    flag &= (s > 0) & (rank >= k) & ~np.isin(studies, list(paired))
+    for j in np.flatnonzero(flag):
         fid, paths = _rows(frame, both[j])
         out.append(
             Finding(

@@ -109,3 +109,17 @@ def test_image_statistics_shift_found_and_steps_down():
     # only the shifted window: with it set aside, the others are not shifted against the rest
     assert all(set(f.ids) == set(t.frame["id"].iloc[450:]) for f in found)
     assert not check_drift(t, None, None, stats=_stats(t), window="date", max_windows=4)
+
+
+def test_two_sites_are_one_comparison_naming_the_smaller():
+    """With two sites 'A vs the rest' and 'B vs the rest' are one test: the smaller site is
+    tested against the larger (and named), and the family is not doubled."""
+    t, emb = _table(shift=0.8, seed=3)
+    n = len(t.frame)
+    t.frame["site"] = np.where(np.arange(n) >= 450, "B", "A")  # B is the shifted quarter
+    found = check_drift(t, emb, None, window="site")
+    assert found and all(f.explanation.startswith("site window B") for f in found)
+    assert all(set(f.ids) == set(t.frame["id"].iloc[450:]) for f in found)
+    assert all("over 4 tests" in f.explanation for f in found)  # one window's tests
+    t.frame["site"] = np.where(np.arange(n) < 150, "B", "A")  # a small unshifted site
+    assert not check_drift(t, emb, None, window="site")

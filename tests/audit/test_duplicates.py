@@ -108,8 +108,9 @@ def test_image_and_report_duplicates(tmp_path):
     assert len(found) == 4
 
 
-def test_embedding_near_duplicates():
-    rng = np.random.default_rng(1)
+def _near_copy(seed: int):
+    """100 random embeddings, r50 a near copy of r3, each row its own patient and study."""
+    rng = np.random.default_rng(seed)
     emb = rng.normal(size=(100, 16))
     emb[50] = emb[3] + 1e-3 * rng.normal(size=16)
     frame = pd.DataFrame(
@@ -117,9 +118,15 @@ def test_embedding_near_duplicates():
             "id": [f"r{i}" for i in range(100)],
             "image_path": [f"/x/{i}.png" for i in range(100)],
             "patient_id": [f"p{i}" for i in range(100)],
+            "study_id": [f"s{i}" for i in range(100)],
             "report": "",
         }
     )
+    return emb, frame
+
+
+def test_embedding_near_duplicates():
+    emb, frame = _near_copy(1)
     found = check_duplicates(SimpleNamespace(frame=frame), None, emb)
     assert [set(f.ids) for f in found] == [{"r3", "r50"}]
     # images already flagged as outliers (e.g. two blank files) are not paired as duplicates
@@ -150,3 +157,16 @@ def test_recall_of_known_real_near_duplicates(shared_data):
         f"{len(groups)} image groups found"
     )
     assert recall >= 0.8
+
+
+def test_repeat_exposures_of_one_study_are_not_near_duplicates():
+    emb, frame = _near_copy(2)
+    frame.loc[50, ["patient_id", "study_id"]] = ["p3", "s3"]  # a second image of study s3
+    assert not check_duplicates(SimpleNamespace(frame=frame), None, emb)
+    frame.loc[50, "study_id"] = "s99"  # the same patient's later study: a copied image
+    found = check_duplicates(SimpleNamespace(frame=frame), None, emb)
+    assert [set(f.ids) for f in found] == [{"r3", "r50"}]
+    frame["study_id"] = None  # study unknown: paired as before
+    assert [set(f.ids) for f in check_duplicates(SimpleNamespace(frame=frame), None, emb)] == [
+        {"r3", "r50"}
+    ]

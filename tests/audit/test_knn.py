@@ -88,7 +88,7 @@ def test_mismatch_flags_swapped_reports():
         }
     )
     found = check_mismatch(SimpleNamespace(frame=frame), img, rep, k=10)
-    flagged = {f.ids[0] for f in found}
+    flagged = {i for f in found for i in f.ids}
     assert {"r0", "r1"} <= flagged and len(flagged) <= 6
 
 
@@ -109,23 +109,19 @@ def test_mismatch_leaves_out_excluded_rows():
         }
     )
     table = SimpleNamespace(frame=frame)
-    assert "r2" in {f.ids[0] for f in check_mismatch(table, img, rep, k=10)}
-    flagged = {f.ids[0] for f in check_mismatch(table, img, rep, k=10, exclude={"r2"})}
+    assert "r2" in {i for f in check_mismatch(table, img, rep, k=10) for i in f.ids}
+    flagged = {i for f in check_mismatch(table, img, rep, k=10, exclude={"r2"}) for i in f.ids}
     assert {"r0", "r1"} <= flagged and "r2" not in flagged
 
 
-def test_labels_gate_the_mismatch():
-    from radalign.audit.outliers import check_mismatch, label_disagreement
-
-    rng = np.random.default_rng(6)
-    n = 300
+def _labelled_archive(seed: int, n: int = 300):
+    """Reports clustered by their 3 binary labels, images near their reports."""
+    rng = np.random.default_rng(seed)
     y = rng.random((n, 3)) < 0.3
     centres = rng.normal(size=(8, 16)) * 2
     key = y @ np.array([1, 2, 4])
     rep = centres[key] + 0.5 * rng.normal(size=(n, 16))
     img = rep + 0.5 * rng.normal(size=(n, 16))
-    i, j = np.flatnonzero(key == 0)[0], np.flatnonzero(key == 7)[0]
-    rep[[i, j]] = rep[[j, i]]  # reports swapped between studies with other labels
     frame = pd.DataFrame(
         {
             "id": [f"r{r}" for r in range(n)],
@@ -135,8 +131,59 @@ def test_labels_gate_the_mismatch():
             "labels": [{c: float(v) for c, v in zip("abc", row, strict=True)} for row in y],
         }
     )
+    return rng, key, rep, img, frame
+
+
+def test_labels_gate_the_mismatch():
+    from radalign.audit.outliers import check_mismatch, label_disagreement
+
+    _, key, rep, img, frame = _labelled_archive(6)
+    i, j = np.flatnonzero(key == 0)[0], np.flatnonzero(key == 7)[0]
+    rep[[i, j]] = rep[[j, i]]  # reports swapped between studies with other labels
     loss = label_disagreement(frame, rep)
     assert set(np.argsort(-loss)[:2]) == {i, j}
-    flagged = {f.ids[0] for f in check_mismatch(SimpleNamespace(frame=frame), img, rep)}
+    flagged = {x for f in check_mismatch(SimpleNamespace(frame=frame), img, rep) for x in f.ids}
     assert {f"r{i}", f"r{j}"} <= flagged and len(flagged) <= 4
     assert np.isnan(label_disagreement(frame.drop(columns="labels"), rep)).all()
+
+
+def test_exchanged_reports_are_one_finding_naming_both():
+    from radalign.audit.outliers import check_mismatch
+
+    rng, key, rep, img, frame = _labelled_archive(7)
+    i, j = np.flatnonzero(key == 1)[0], np.flatnonzero(key == 6)[0]
+    rep[[i, j]] = rep[[j, i]]
+    found = check_mismatch(SimpleNamespace(frame=frame), img, rep)
+    pairs = [f for f in found if f.subtype == "reports_exchanged"]
+    assert [set(f.ids) for f in pairs] == [{f"r{i}", f"r{j}"}]
+    assert pairs[0].severity == "high" and "look exchanged" in pairs[0].explanation
+    # the rows of the pair are not flagged again one by one
+    assert not any(f"r{i}" in f.ids for f in found if f.subtype == "image_report_mismatch")
+    # without labels the image side alone still pairs them
+    found = check_mismatch(SimpleNamespace(frame=frame.drop(columns="labels")), img, rep)
+    assert {f"r{i}", f"r{j}"} <= {x for f in found for x in f.ids}
+
+
+def test_no_exchange_or_mismatch_found_in_a_clean_archive():
+    from radalign.audit.outliers import check_mismatch, exchanged_pairs
+
+    for seed in range(3):
+        _, _, rep, img, frame = _labelled_archive(10 + seed)
+        assert check_mismatch(SimpleNamespace(frame=frame), img, rep) == []
+    u = img / np.linalg.norm(img, axis=1, keepdims=True)
+    t = rep / np.linalg.norm(rep, axis=1, keepdims=True)
+    assert exchanged_pairs(u, t, frame["study_id"].to_numpy()) == []
+
+
+def test_an_odd_image_whose_report_fits_its_labels_is_not_a_mismatch():
+    """The labels side with the report: the image embedding is the odd one, not the report."""
+    from radalign.audit.outliers import check_mismatch
+
+    rng, key, rep, img, frame = _labelled_archive(8)
+    i = np.flatnonzero(key == 3)[0]
+    img[i] = rep[np.flatnonzero(key == 4)[0]] + 0.5 * rng.normal(size=16)
+    table = SimpleNamespace(frame=frame)
+    assert f"r{i}" not in {x for f in check_mismatch(table, img, rep) for x in f.ids}
+    # without labels there is no third witness and the pair is flagged
+    table = SimpleNamespace(frame=frame.drop(columns="labels"))
+    assert f"r{i}" in {x for f in check_mismatch(table, img, rep) for x in f.ids}
