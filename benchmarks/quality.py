@@ -102,6 +102,21 @@ VARIANTS = {
         "model": {"image.pool_grid": [2, 2]},
         "loss.flip_negatives": True,
     },
+    # the attention pool with a finer image (more regions for the word–region loss)
+    "+attn-pool+res-128": {"model": {"text_pool_heads": 4, "image.image_size": 128}},
+    "+attn-pool+res-160": {"model": {"text_pool_heads": 4, "image.image_size": 160}},
+    "+attn-pool+tau1-8": {"model": {"text_pool_heads": 4}, "loss.local_tau1": 8.0},
+    # the batch at equal compute (batch × steps = 12,800 pairs), and a lighter local loss
+    "+batch-16": {"batch_size": 16, "max_steps": 800, "eval_every": 80, "save_every": 160},
+    "+batch-64": {"batch_size": 64, "max_steps": 200, "eval_every": 20, "save_every": 40},
+    "+local-0.5": {"loss.local_weight": 0.5},
+    "+attn-pool+text-top-1": {
+        "model": {"text_pool_heads": 4},
+        "optim.freeze_text": False,
+        "optim.text_trainable_layers": 1,
+        "optim.cache_text_bottom": True,
+        "optim.text_lr": 1.0e-4,
+    },
 }
 """Train-config overrides per variant; ``model`` holds overrides of the model config (written
 to ``OUT/<variant>/model.json``)."""
@@ -111,7 +126,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/quality")
     ap.add_argument("--steps", type=int, default=160)
-    ap.add_argument("--n", type=int, default=1200, help="phantom studies (shared by variants)")
+    ap.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="phantom studies, shared by variants (default: the config's)",
+    )
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--config", default="demo")
     ap.add_argument("--workers", type=int, default=2)
@@ -144,7 +164,8 @@ def main() -> None:
         cfg_file = vdir / "config.yaml"
         OmegaConf.save(cfg, cfg_file)
         start = time.perf_counter()
-        argv = ["demo", "--out", str(vdir), "--n", str(args.n), "--config", str(cfg_file)]
+        argv = ["demo", "--out", str(vdir), "--config", str(cfg_file)]
+        argv += ["--n", str(args.n)] if args.n else []
         radalign_main([*argv, "--workers", str(args.workers)])
         for folder in folders:
             if not (out / folder).exists():
@@ -169,7 +190,7 @@ def main() -> None:
         "benchmark": "quality",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "phantoms": args.n,
+        "phantoms": args.n or int(cfg.data.phantoms_n),
         "variants": rows,
     }
     save_result("quality", result, _markdown(result), out, Path(args.results))

@@ -38,7 +38,9 @@ def add_parser(sub) -> None:
         examples=EXAMPLES,
     )
     p.add_argument("--out", default="runs/demo-all", help="folder for everything (reused)")
-    p.add_argument("--n", type=int, default=1200, help="phantom studies to train on")
+    p.add_argument(
+        "--n", type=int, default=None, help="phantom studies to train on (default: the config's)"
+    )
     p.add_argument("--n-test", type=int, default=300, help="fresh phantom studies to test on")
     p.add_argument(
         "--steps",
@@ -85,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _phantoms(args, run: RunFolder, state: dict):
     from radalign.data.synth import synthesize
+    from radalign.pretrain.config import load_train_config
 
+    n = args.n if args.n is not None else load_train_config(args.config).data.phantoms_n
     sets = {
-        "train": (run.phantoms_dir, args.n, TRAIN_SEED, (0.9, 0.1, 0.0)),
+        "train": (run.phantoms_dir, n, TRAIN_SEED, (0.9, 0.1, 0.0)),
         "test": (run.phantoms_test_dir, args.n_test, TEST_SEED, (0.0, 0.0, 1.0)),
     }
     made = {}

@@ -14,15 +14,16 @@ def test_demo_runs_every_stage_and_reuses(tmp_path, capsys):
     config = tmp_path / "tiny-demo.yaml"
     config.write_text(
         "model: tiny\nbatch_size: 8\nmax_steps: 4\nlog_every: 2\neval_every: 4\nsave_every: 4\n"
-        "trackers: []\ndata:\n  num_workers: 0\nloss:\n  local_weight: 0.5\n"
+        "trackers: []\ndata:\n  num_workers: 0\n  phantoms_n: 60\nloss:\n  local_weight: 0.5\n"
     )
-    argv = ["demo", "--out", str(tmp_path / "d"), "--n", "60", "--config", str(config)]
+    argv = ["demo", "--out", str(tmp_path / "d"), "--config", str(config)]  # n from the config
     assert main([*argv, "--workers", "1"]) == 0
     out = capsys.readouterr().out
     for stage in ("phantoms", "pretrain", "index", "zeroshot", "retrieve", "flags", "report"):
         assert f"[{stage:>8}]" in out
     summary = json.loads((tmp_path / "d" / "demo.json").read_text())
     assert summary["pretrain"]["steps"] == 4
+    assert summary["phantoms"]["train_studies"] == 60
     assert 0 <= summary["zeroshot"]["macro_auroc"] <= 1
     assert 0 <= summary["flags"]["swap"] <= 1
     assert (tmp_path / "d" / "flags.csv").is_file()

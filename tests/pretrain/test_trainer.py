@@ -48,6 +48,13 @@ def _overrides(phantoms: Path, out: Path, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in settings.items()]
 
 
+def _three_steps(phantoms, tmp_path, settings: dict):
+    """A 3-step run config in ``tmp_path/run`` (no checkpoint but the last) with ``settings``."""
+    return load_train_config(
+        None, _overrides(phantoms, tmp_path / "run", max_steps=3, save_every=100, **settings)
+    )
+
+
 def _losses(run: Path) -> dict[int, float]:
     """Per-step training loss from metrics.jsonl (a step logged twice keeps its last value)."""
     out = {}
@@ -281,15 +288,10 @@ def test_flip_negatives_train_both_text_paths(phantoms, tmp_path, monkeypatch, f
         return forward(self, image, text, logit_scale, hard_negatives)
 
     monkeypatch.setattr(objective_module.Objective, "forward", spy)
-    config = load_train_config(
-        None,
-        _overrides(
-            phantoms,
-            tmp_path / "run",
-            max_steps=3,
-            save_every=100,
-            **{"loss.flip_negatives": "true", "optim.freeze_text": str(freeze_text).lower()},
-        ),
+    config = _three_steps(
+        phantoms,
+        tmp_path,
+        {"loss.flip_negatives": "true", "optim.freeze_text": str(freeze_text).lower()},
     )
     result = pretrain(config)
     seen = [(rows, neg) for rows, neg in seen if neg is not None]  # validation passes none
@@ -314,20 +316,15 @@ def test_cached_bottom_trains_only_the_top_text_layer(phantoms, tmp_path):
 
     import radalign
 
-    config = load_train_config(
-        None,
-        _overrides(
-            phantoms,
-            tmp_path / "run",
-            max_steps=3,
-            save_every=100,
-            **{
-                "optim.text_trainable_layers": 1,
-                "optim.cache_text_bottom": "true",
-                "optim.text_lr": 1e-2,
-                "loss.flip_negatives": "true",
-            },
-        ),
+    config = _three_steps(
+        phantoms,
+        tmp_path,
+        {
+            "optim.text_trainable_layers": 1,
+            "optim.cache_text_bottom": "true",
+            "optim.text_lr": 1e-2,
+            "loss.flip_negatives": "true",
+        },
     )
     result = pretrain(config)
     assert result.steps == 3 and result.text_cache.top_layers == 1
