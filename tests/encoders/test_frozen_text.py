@@ -102,8 +102,9 @@ def test_word_layer_takes_words_from_a_lower_layer():
     """``text.word_layer=-2``: word features are the layer below's, in both forward paths;
     the pooled feature still comes from the last layer."""
     import pytest
-    import radalign
     from radalign.encoders.text_tower import merge_word_pieces
+
+    import radalign
 
     model = radalign.load("tiny").eval()
     tower = model.text_tower
