@@ -237,9 +237,11 @@ LABEL_Z = 2.5
 SIDE_LOG_LR = math.log(3.0)
 
 
-def _robust_z(v: np.ndarray) -> np.ndarray:
-    med = float(np.nanmedian(v))
-    mad = 1.4826 * float(np.nanmedian(np.abs(v - med))) or 1e-9
+def _robust_z(v: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """``v`` as robust z-scores (median and 1.4826 × MAD) of ``ref`` (default ``v``); NaN-aware."""
+    ref = v if ref is None else ref
+    med = float(np.nanmedian(ref))
+    mad = 1.4826 * float(np.nanmedian(np.abs(ref - med))) or 1e-9
     return (v - med) / mad
 
 
@@ -265,6 +267,11 @@ def _label_shares(
     return y, share, ok
 
 
+def _nll(y: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Per row: cross-entropy of the row's labels ``y`` under its label shares, summed."""
+    return -(y * np.log(share) + (1 - y) * np.log(1 - share)).sum(axis=1)
+
+
 def _label_loss(y: np.ndarray, share: np.ndarray) -> np.ndarray:
     """``[len(y), len(share)]``: cross-entropy of each row's labels under each row's shares."""
     return -(y @ np.log(share).T + (1 - y) @ np.log(1 - share).T)
@@ -281,11 +288,7 @@ def _image_side(index, u: np.ndarray, studies: np.ndarray, y, share, k: int) -> 
     for i in range(len(u)):
         nb = hits[i][(hits[i] >= 0) & ~own[i]][:k]
         img_share[i] = np.clip(y[nb].mean(axis=0), 0.05, 0.95) if len(nb) else 0.5
-
-    def nll(p: np.ndarray) -> np.ndarray:
-        return -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(axis=1)
-
-    return nll(share) - nll(img_share)
+    return _nll(y, share) - _nll(y, img_share)
 
 
 def label_disagreement(frame: pd.DataFrame, report_emb: np.ndarray, k: int = 10) -> np.ndarray:
@@ -298,8 +301,7 @@ def label_disagreement(frame: pd.DataFrame, report_emb: np.ndarray, k: int = 10)
     if got is None:
         return out
     y, share, ok = got
-    yo, so = y[ok], share[ok]
-    out[ok] = -(yo * np.log(so) + (1 - yo) * np.log(1 - so)).sum(axis=1)
+    out[ok] = _nll(y[ok], share[ok])
     return out
 
 
@@ -307,11 +309,6 @@ def label_disagreement(frame: pd.DataFrame, report_emb: np.ndarray, k: int = 10)
 #: studies with the strongest single-row evidence.
 EXCHANGE_ROWS = 3000
 _LATERAL = frozenset({"LATERAL", "LL", "RL", "LAT", "LLD", "RLD"})
-
-
-def _mad_z(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    med = float(np.median(ref))
-    return (v - med) / (1.4826 * float(np.median(np.abs(ref - med))) or 1e-9)
 
 
 def exchanged_pairs(
@@ -341,13 +338,13 @@ def exchanged_pairs(
     g_img = s + s.T - d[:, None] - d[None, :]
     other = studies[:, None] != studies[None, :]
     upper = np.triu(other, 1)
-    z = _mad_z(g_img, g_img[upper])
+    z = _robust_z(g_img, g_img[upper])
     g_lab = None
     if y is not None and share is not None:
         loss = _label_loss(y, share)
         dl = np.diag(loss).copy()
         g_lab = dl[:, None] + dl[None, :] - loss - loss.T
-        z += _mad_z(g_lab, g_lab[upper])
+        z += _robust_z(g_lab, g_lab[upper])
     z[~other] = -np.inf
     best_z = z.max(axis=1)
     cut = fence(best_z[np.isfinite(best_z)], factor)

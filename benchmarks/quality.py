@@ -102,9 +102,9 @@ VARIANTS = {
         "model": {"image.pool_grid": [2, 2]},
         "loss.flip_negatives": True,
     },
-    # the attention pool with a finer image (more regions for the word–region loss)
+    # the attention pool (text_pool_heads, in the demo model since 2026-12-04, so the "+attn-pool"
+    # names are kept for the record) with a finer image (more regions for the word–region loss)
     "+attn-pool+res-128": {"model": {"text_pool_heads": 4, "image.image_size": 128}},
-    "+attn-pool+res-160": {"model": {"text_pool_heads": 4, "image.image_size": 160}},
     "+attn-pool+tau1-8": {"model": {"text_pool_heads": 4}, "loss.local_tau1": 8.0},
     # the batch at equal compute (batch × steps = 12,800 pairs), and a lighter local loss
     "+batch-16": {"batch_size": 16, "max_steps": 800, "eval_every": 80, "save_every": 160},
